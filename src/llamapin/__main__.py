@@ -1,0 +1,3 @@
+from llamapin.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Engine provisioning: sources, closure, bundle, signatures."""

@@ -1,0 +1,148 @@
+"""Read what the loader needs from ELF and Mach-O files (pyelftools, macholib).
+
+Each file becomes a plain ``Image`` value, so closure resolution is a pure
+function over values.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+from macholib import mach_o
+from macholib.MachO import MachO
+
+from llamapin.errors import BinaryFormatError
+
+ELF_MAGIC = b"\x7fELF"
+MACHO_MAGICS = {
+    b"\xfe\xed\xfa\xce", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe", b"\xbe\xba\xfe\xca",
+}
+BACKEND_SYMBOL = "ggml_backend_init"
+
+Format = Literal["elf", "macho"]
+
+
+@dataclass(frozen=True)
+class Need:
+    name: str
+    weak: bool = False
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    format: Format
+    needed: tuple[Need, ...]
+    rpaths: tuple[str, ...]
+    ident: str | None
+    backend_module: bool
+    signed: bool
+
+
+def sniff(path: Path) -> Format | None:
+    """The binary format of ``path`` from its magic bytes, or None."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except (IsADirectoryError, PermissionError):
+        return None
+    if magic == ELF_MAGIC:
+        return "elf"
+    if magic in MACHO_MAGICS:
+        return "macho"
+    return None
+
+
+def _bad(path: Path, exc: BaseException) -> BinaryFormatError:
+    return BinaryFormatError(
+        f"cannot read {path.name}",
+        f"the file is not a valid binary ({type(exc).__name__}: {exc})",
+        "The file is truncated or corrupt; fetch the build again",
+    )
+
+
+def read_elf(path: Path) -> Image:
+    try:
+        with path.open("rb") as handle:
+            elf = ELFFile(handle)
+            needed: list[Need] = []
+            rpaths: list[str] = []
+            soname = None
+            backend = False
+            for section in elf.iter_sections():
+                if isinstance(section, DynamicSection):
+                    for tag in section.iter_tags():
+                        if tag.entry.d_tag == "DT_NEEDED":
+                            needed.append(Need(tag.needed))
+                        elif tag.entry.d_tag == "DT_RUNPATH":
+                            rpaths.extend(tag.runpath.split(":"))
+                        elif tag.entry.d_tag == "DT_RPATH":
+                            rpaths.extend(tag.rpath.split(":"))
+                        elif tag.entry.d_tag == "DT_SONAME":
+                            soname = tag.soname
+                elif isinstance(section, SymbolTableSection) and section.name == ".dynsym":
+                    backend = backend or any(
+                        sym.name == BACKEND_SYMBOL and sym["st_shndx"] != "SHN_UNDEF"
+                        for sym in section.get_symbol_by_name(BACKEND_SYMBOL) or []
+                    )
+    except (ELFError, struct.error, ValueError, KeyError, AssertionError) as exc:
+        raise _bad(path, exc) from None
+    return Image(path, "elf", tuple(needed), tuple(rpaths), soname, backend, signed=False)
+
+
+_LOADS = {
+    mach_o.LC_LOAD_DYLIB: False,
+    mach_o.LC_REEXPORT_DYLIB: False,
+    mach_o.LC_LOAD_UPWARD_DYLIB: False,
+    mach_o.LC_LOAD_WEAK_DYLIB: True,
+}
+
+
+def _cstr(data: bytes) -> str:
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def read_macho(path: Path) -> Image:
+    try:
+        macho = MachO(str(path))
+    except (ValueError, struct.error, KeyError, IndexError, OSError) as exc:
+        raise _bad(path, exc) from None
+    needed: dict[str, Need] = {}
+    rpaths: list[str] = []
+    ident = None
+    signed = False
+    for header in macho.headers:
+        for load, _cmd, data in header.commands:
+            if load.cmd in _LOADS:
+                name = _cstr(data)
+                needed.setdefault(name, Need(name, _LOADS[load.cmd]))
+            elif load.cmd == mach_o.LC_RPATH:
+                rpath = _cstr(data)
+                if rpath not in rpaths:
+                    rpaths.append(rpath)
+            elif load.cmd == mach_o.LC_ID_DYLIB:
+                ident = _cstr(data)
+            elif load.cmd == mach_o.LC_CODE_SIGNATURE:
+                signed = True
+    return Image(path, "macho", tuple(needed.values()), tuple(rpaths), ident, False, signed)
+
+
+def read_image(path: Path) -> Image:
+    kind = sniff(path)
+    if kind == "elf":
+        return read_elf(path)
+    if kind == "macho":
+        return read_macho(path)
+    raise BinaryFormatError(
+        f"cannot read {path.name}",
+        "it is neither an ELF nor a Mach-O file",
+        "Point the engine binary setting at the llama-server executable",
+    )

@@ -1,0 +1,170 @@
+"""The set of shared libraries ``llama-server`` needs, and where each one is.
+
+ELF: DT_NEEDED resolved through DT_RUNPATH/DT_RPATH with ``$ORIGIN``.
+Mach-O: LC_LOAD_DYLIB / weak / re-export / upward with ``@rpath``,
+``@loader_path``, ``@executable_path`` and LC_RPATH.
+Plus ggml backends loaded at run time (``GGML_BACKEND_DL`` builds): any ELF in
+the tree that exports ``ggml_backend_init``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamapin.engine.binfmt import Format, Image, read_image, sniff
+from llamapin.errors import ClosureError
+
+SystemCheck = Callable[[str, Format], bool]
+MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/")
+LINUX_LIB_DIRS = (
+    "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+)
+
+
+@dataclass(frozen=True)
+class Closure:
+    binary: str
+    """Path of llama-server, relative to the tree."""
+    libs: dict[str, str] = field(default_factory=dict)
+    """Install name (the file name the loader asks for) -> real file, relative to the tree."""
+    system: tuple[str, ...] = ()
+    runtime: tuple[str, ...] = ()
+    """Install names that are loaded at run time, not at link time."""
+    format: Format = "elf"
+
+
+@functools.cache
+def _ldconfig_names() -> frozenset[str]:
+    try:
+        out = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=20
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):  # pragma: no cover - ldconfig is on every glibc host
+        return frozenset()
+    return frozenset(line.split()[0] for line in out.splitlines()[1:] if line.strip())
+
+
+def host_system_check(name: str, fmt: Format) -> bool:
+    """True when the host provides ``name`` (it is not ours to bundle)."""
+    if fmt == "macho":
+        return name.startswith(MACOS_SYSTEM_PREFIXES)
+    if name in _ldconfig_names():
+        return True
+    return any(os.path.exists(os.path.join(d, name)) for d in LINUX_LIB_DIRS)
+
+
+def _inside(tree: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(tree.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _expand(token: str, image_dir: Path, exe_dir: Path) -> Path:
+    for key in ("$ORIGIN", "${ORIGIN}", "@loader_path"):
+        token = token.replace(key, str(image_dir))
+    return Path(token.replace("@executable_path", str(exe_dir)))
+
+
+def _candidates(image: Image, need: str, exe: Image, tree: Path) -> Iterable[Path]:
+    image_dir = image.path.parent
+    exe_dir = exe.path.parent
+    if image.format == "elf":
+        for rp in image.rpaths:
+            yield _expand(rp, image_dir, exe_dir) / need
+    elif need.startswith("@rpath/"):
+        rest = need[len("@rpath/"):]
+        for rp in (*image.rpaths, *exe.rpaths):
+            yield _expand(rp, image_dir, exe_dir) / rest
+    elif need.startswith(("@loader_path/", "@executable_path/")):
+        yield _expand(need, image_dir, exe_dir)
+    # Fallback: beside the executable. The bundle is relinked so this is where it will look.
+    yield exe_dir / Path(need).name
+
+
+def compute(
+    tree: Path, binary: Path, is_system: SystemCheck = host_system_check
+) -> Closure:
+    """Walk the needed-library graph from ``binary`` inside ``tree``."""
+    exe = read_image(binary)
+    libs: dict[str, str] = {}
+    system: set[str] = set()
+    missing: list[str] = []
+    runtime: list[str] = []
+    seen: set[Path] = {binary.resolve()}
+    queue = [exe]
+
+    def visit(image: Image) -> None:
+        for need in image.needed:
+            base = Path(need.name).name
+            if base in libs or need.name in system:
+                continue
+            found = next(
+                (c for c in _candidates(image, need.name, exe, tree)
+                 if c.is_file() and _inside(tree, c)),
+                None,
+            )
+            if found is not None:
+                real = found.resolve()
+                libs[base] = str(real.relative_to(tree.resolve()))
+                if real not in seen:
+                    seen.add(real)
+                    queue.append(read_image(real))
+            elif is_system(need.name, image.format):
+                system.add(need.name)
+            elif not need.weak:
+                missing.append(f"{need.name} (needed by {image.path.name})")
+
+    while queue:
+        visit(queue.pop(0))
+    if exe.format == "elf":
+        for path in sorted(tree.rglob("*")):
+            real = path.resolve()
+            if real in seen or path.is_symlink() or not path.is_file() or sniff(path) != "elf":
+                continue
+            image = read_image(path)
+            if image.backend_module:
+                seen.add(real)
+                libs[path.name] = str(real.relative_to(tree.resolve()))
+                runtime.append(path.name)
+                queue.append(image)
+        while queue:
+            visit(queue.pop(0))
+    if missing:
+        raise ClosureError(
+            f"{binary.name} needs {len(missing)} shared librar{'y' if len(missing) == 1 else 'ies'}"
+            " that the build does not have",
+            ", ".join(missing),
+            "The build is incomplete or was pruned too far; fetch or build it again",
+        )
+    return Closure(
+        binary=str(binary.resolve().relative_to(tree.resolve())),
+        libs=dict(sorted(libs.items())),
+        system=tuple(sorted(system)),
+        runtime=tuple(sorted(runtime)),
+        format=exe.format,
+    )
+
+
+def find_binary(tree: Path, name: str = "llama-server") -> Path:
+    """The engine executable inside an unpacked tree (shallowest match)."""
+    if "/" in name and (tree / name).is_file():
+        return tree / name
+    matches = sorted(
+        (p for p in tree.rglob(Path(name).name) if p.is_file()),
+        key=lambda p: (len(p.parts), str(p)),
+    )
+    if not matches:
+        raise ClosureError(
+            f"no {name} in the build",
+            f"nothing named {Path(name).name} under {tree}",
+            "Check engine.binary, or that the source really is a llama-server build",
+        )
+    return matches[0]

@@ -1,0 +1,252 @@
+"""ensure = fetch + verify + unpack + closure + prune + relink + sign + manifest.
+
+Or, with ``ensure.command``, run the project's own script and verify what it
+produced the same way (closure, signatures, version, manifest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llamapin import __version__
+from llamapin.archive import Limits
+from llamapin.config import Config, host_platform
+from llamapin.engine import bundle as bnd
+from llamapin.engine.binfmt import Format, sniff
+from llamapin.engine.closure import Closure, compute, find_binary, host_system_check
+from llamapin.engine.sources import Context, source_for
+from llamapin.errors import BundleError, EngineError, IntegrityError
+from llamapin.fetch import Cache, client
+from llamapin.pin import Pin, pin_to_dict
+
+VERSION_RE = re.compile(r"version:\s*(\d+)\s*\(([0-9a-f]+|unknown)\)")
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    number: int | None
+    commit: str | None
+
+
+@dataclass
+class EnsureResult:
+    bundle: Path
+    binary: Path
+    noop: bool
+    manifest: bnd.Manifest
+    source: str
+    kept: int = 0
+    kept_bytes: int = 0
+    dropped: list[str] = field(default_factory=list)
+    dropped_bytes: int = 0
+    relinked: list[str] = field(default_factory=list)
+    signatures: int = 0
+    build_info: BuildInfo | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_version(text: str) -> BuildInfo:
+    """``version: 10068 (571d0d540)`` -> BuildInfo(10068, '571d0d540')."""
+    match = VERSION_RE.search(text)
+    if not match:
+        return BuildInfo(None, None)
+    number = int(match.group(1))
+    commit = match.group(2)
+    return BuildInfo(number, None if commit == "unknown" else commit)
+
+
+def provenance_problems(info: BuildInfo, pin: Pin) -> list[str]:
+    """Where the engine's own build info contradicts the pin.
+
+    Builds made from a shallow clone report build number 1 (or 0 without git):
+    those carry no build number, only the commit.
+    """
+    problems = []
+    if info.number is not None and info.number > 1 and info.number != pin.number:
+        problems.append(f"build number {info.number}, pin says {pin.number}")
+    if info.commit is not None and not pin.commit.startswith(info.commit):
+        problems.append(f"commit {info.commit}, pin says {pin.commit}")
+    return problems
+
+
+def can_execute(fmt: Format, host: str | None = None) -> bool:
+    host = host or platform.system()
+    return (fmt == "elf") == (host == "Linux") and host in ("Linux", "Darwin")
+
+
+def probe_version(binary: Path, timeout: float = 30.0) -> str:
+    try:
+        proc = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineError(
+            f"{binary.name} --version did not run", f"{type(exc).__name__}: {exc}",
+            "The binary does not run on this machine; check its platform",
+        ) from None
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        from llamapin.server import diagnose_exit
+
+        raise EngineError(
+            f"{binary.name} --version failed", diagnose_exit(proc.returncode, out, None),
+            "The build does not run here; see the output below", detail=out[-3000:],
+        )
+    return out
+
+
+def check_provenance(binary: Path, fmt: Format, pin: Pin) -> tuple[BuildInfo | None, str]:
+    if not can_execute(fmt):
+        return None, f"--version not checked: a {fmt} binary does not run on {platform.system()}"
+    info = parse_version(probe_version(binary))
+    problems = provenance_problems(info, pin)
+    if problems:
+        raise IntegrityError(
+            f"the engine is not build {pin.build}",
+            "; ".join(problems),
+            "The source does not land on the pinned commit; nothing was installed. "
+            "Check the source or re-pin deliberately",
+        )
+    return info, f"--version reports build {info.number}, commit {info.commit}"
+
+
+def stamp_key(cfg: Config, pin: Pin, plat: str) -> str:
+    blob = json.dumps(
+        {"pin": pin_to_dict(pin), "engine": cfg.engine.model_dump(), "bundle":
+         cfg.bundle.model_dump(), "ensure": cfg.ensure.model_dump(), "platform": plat,
+         "tool": __version__},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def closure_dict(closure: Closure) -> dict[str, object]:
+    return {"libs": sorted(closure.libs), "system": list(closure.system),
+            "runtime": list(closure.runtime), "format": closure.format}
+
+
+def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
+    assert cfg.ensure.command is not None
+    env = {**os.environ, "LLAMAPIN_BUILD": pin.build, "LLAMAPIN_COMMIT": pin.commit,
+           "LLAMAPIN_BUILD_NUMBER": str(pin.number)}
+    try:
+        proc = subprocess.run(
+            shlex.split(cfg.ensure.command), cwd=root, env=env, capture_output=True, text=True,
+            timeout=cfg.ensure.timeout_s, check=False,
+        )
+    except FileNotFoundError as exc:
+        raise BundleError(
+            "the project's ensure command did not start", str(exc),
+            "Fix ensure.command in the config (it runs from the project root)",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise BundleError(
+            "the project's ensure command timed out",
+            f"it ran past {cfg.ensure.timeout_s:.0f} s", "Raise ensure.timeout_s or fix the script",
+        ) from None
+    if proc.returncode != 0:
+        raise BundleError(
+            "the project's ensure command failed",
+            f"{cfg.ensure.command!r} exited {proc.returncode}",
+            "Fix the script; llamapin verifies its output only after it succeeds",
+            detail=(proc.stdout + proc.stderr)[-3000:],
+        )
+
+
+def _delegated(cfg: Config, root: Path, pin: Pin, key: str, say: Callable[[str], None]
+               ) -> EnsureResult:
+    if not cfg.ensure.output:
+        raise BundleError(
+            "ensure.command is set but ensure.output is not",
+            "llamapin must know which directory the script fills, to verify it",
+            "Set ensure.output to the script's output directory",
+        )
+    out = root / cfg.ensure.output
+    say(f"run the project's ensure command: {cfg.ensure.command}")
+    _run_delegate(cfg, root, pin)
+    binary = find_binary(out, cfg.engine.binary)
+    closure = compute(out, binary)
+    signatures = bnd.verify_signatures(out)
+    fmt = sniff(binary) or "elf"
+    info, note = check_provenance(binary, fmt, pin)
+    (out / bnd.MANIFEST).unlink(missing_ok=True)
+    manifest = bnd.Manifest(
+        key=key, pin=pin_to_dict(pin)["pin"], source={"kind": "command",
+                                                       "command": cfg.ensure.command},
+        binary=str(binary.relative_to(out)), files=bnd.file_table(out),
+        closure=closure_dict(closure),
+    )
+    (out / bnd.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    return EnsureResult(out, binary, False, manifest, "command", signatures=signatures,
+                        build_info=info, notes=[note])
+
+
+def ensure(
+    cfg: Config, root: Path, pin: Pin, *, force: bool = False,
+    say: Callable[[str], None] = print, plat: str | None = None,
+) -> EnsureResult:
+    plat = host_platform() if cfg.engine.platform == "auto" and plat is None else (
+        plat or cfg.engine.platform)
+    key = stamp_key(cfg, pin, plat)
+    if cfg.ensure.command:
+        return _delegated(cfg, root, pin, key, say)
+    target = root / cfg.bundle.dir
+    with bnd.locked(target):
+        bnd.recover(target)
+        current = bnd.read_manifest(target)
+        if current is not None and current.key == key and not force:
+            bnd.verify_bundle(target)
+            binary = target / current.binary
+            return EnsureResult(target, binary, True, current, current.source["kind"],
+                                notes=["already installed; manifest re-verified"])
+        cache = Cache(Path(cfg.cache_dir).expanduser())
+        limits = Limits(cfg.bundle.max_files, cfg.bundle.max_bytes)
+        with client() as http:
+            ctx = Context(pin, cfg.engine, plat, cache, http, limits, say)
+            tree = source_for(cfg.engine.source).materialize(ctx)
+        binary = find_binary(tree.path, cfg.engine.binary)
+        closure = compute(tree.path, binary, host_system_check)
+        layout = bnd.Layout(cfg.bundle.layout, cfg.bundle.rpath)
+        stage = bnd.staging_dir(target)
+        try:
+            report = bnd.install_closure(tree.path, closure, stage, layout)
+            relinked = bnd.relink(stage, closure.format, layout)
+            signatures = bnd.verify_signatures(stage)
+            staged_binary = stage / layout.bin_dir / Path(closure.binary).name
+            info, note = check_provenance(staged_binary, closure.format, pin)
+            manifest = bnd.Manifest(
+                key=key, pin=pin_to_dict(pin)["pin"],
+                source={"kind": tree.kind, "asset": tree.asset, "detail": tree.detail,
+                        "platform": plat},
+                binary=str(staged_binary.relative_to(stage)), files=bnd.file_table(stage),
+                closure=closure_dict(closure),
+                dropped={"files": len(report.dropped), "bytes": report.dropped_bytes},
+            )
+            bnd.swap_in(stage, target, manifest)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return EnsureResult(
+            target, target / manifest.binary, False, manifest, tree.kind, report.kept,
+            report.kept_bytes, report.dropped, report.dropped_bytes, relinked, signatures, info,
+            [note],
+        )
+
+
+def result_dict(res: EnsureResult) -> dict[str, object]:
+    out = asdict(res)
+    out["bundle"] = str(res.bundle)
+    out["binary"] = str(res.binary)
+    out["dropped"] = len(res.dropped)
+    return out

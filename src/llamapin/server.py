@@ -1,0 +1,245 @@
+"""One llama-server process: start on a free loopback port, wait for /health,
+capture its log, always stop it (and its children), and say why when it dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import psutil
+
+from llamapin.errors import EngineError
+
+SIGNALS = {
+    signal.SIGILL: "illegal instruction: the build uses CPU features this machine lacks "
+    "(use a build for an older CPU, or build from source here)",
+    signal.SIGSEGV: "segmentation fault: the engine crashed",
+    signal.SIGBUS: "bus error: the engine crashed (often a truncated model file)",
+    signal.SIGABRT: "aborted: the engine hit an internal assertion",
+    signal.SIGKILL: "killed (SIGKILL): most often the out-of-memory killer",
+    signal.SIGTERM: "terminated (SIGTERM) by something other than llamapin",
+}
+MISSING_LIB = re.compile(
+    r"error while loading shared libraries: ([^:\s]+)|Library not loaded: (\S+)"
+)
+UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
+LOAD_FAIL = re.compile(r"(error loading model[^\n]*|failed to load model[^\n]*)", re.IGNORECASE)
+BIND_FAIL = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
+
+
+def diagnose_exit(returncode: int, log: str, model_arch: str | None) -> str:
+    """One line: why the engine stopped, from its exit status and its log."""
+    lib = MISSING_LIB.search(log)
+    if lib:
+        name = lib.group(1) or lib.group(2)
+        return f"the loader cannot find the shared library {name} (the bundle is incomplete)"
+    arch = UNKNOWN_ARCH.search(log)
+    if arch:
+        header = f" (the GGUF header says '{model_arch}')" if model_arch else ""
+        return (f"unknown model architecture '{arch.group(1)}'{header}: this engine build "
+                "predates it; a newer pin is needed")
+    if returncode < 0:
+        try:
+            sig = signal.Signals(-returncode)
+        except ValueError:
+            return f"killed by signal {-returncode}"
+        return f"killed by {sig.name}: " + SIGNALS.get(sig, "the engine was killed")
+    load = LOAD_FAIL.search(log)
+    if load:
+        return f"the model failed to load ({load.group(1).strip()})"
+    if BIND_FAIL.search(log):
+        return "the port was taken before the engine could bind it"
+    return f"the engine exited with code {returncode}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class ServerSpec:
+    binary: Path
+    model: Path
+    log: Path
+    ctx_size: int = 2048
+    threads: int | None = None
+    extra_args: list[str] = field(default_factory=list)
+    health_timeout_s: float = 60.0
+    model_arch: str | None = None
+    label: str = "engine"
+
+
+class Server:
+    """A running llama-server. Use as a context manager: it is always stopped."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.load_time_s = 0.0
+        self._log_handle: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        spec = self.spec
+        cmd = [str(spec.binary), "-m", str(spec.model), "--host", "127.0.0.1",
+               "--port", str(self.port), "-c", str(spec.ctx_size), "-np", "1", "--no-webui"]
+        if spec.threads:
+            cmd += ["-t", str(spec.threads)]
+        return cmd + list(spec.extra_args)
+
+    def log_text(self) -> str:
+        try:
+            return self.spec.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self) -> Server:
+        self.port = free_port()
+        self.spec.log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = self.spec.log.open("wb")
+        started = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            self.stop()
+            raise EngineError(
+                f"{self.spec.label} did not start", f"{type(exc).__name__}: {exc}",
+                "Check that the bundle was installed for this platform (llamapin ensure)",
+            ) from None
+        self._wait_healthy(started)
+        return self
+
+    def _died(self) -> EngineError:
+        assert self.proc is not None
+        code = self.proc.returncode
+        log = self.log_text()
+        return EngineError(
+            f"{self.spec.label} stopped", diagnose_exit(code, log, self.spec.model_arch),
+            "See the engine log below",
+            detail=f"--- last lines of {self.spec.log} ---\n{tail(log)}",
+        )
+
+    def _wait_healthy(self, started: float) -> None:
+        assert self.proc is not None
+        deadline = started + self.spec.health_timeout_s
+        with httpx.Client(timeout=2.0) as http:
+            while True:
+                if self.proc.poll() is not None:
+                    error = self._died()
+                    self.stop()
+                    raise error
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get(f"{self.url}/health").status_code == 200:
+                        self.load_time_s = time.monotonic() - started
+                        return
+                if time.monotonic() > deadline:
+                    log = self.log_text()
+                    self.stop()
+                    raise EngineError(
+                        f"{self.spec.label} did not become healthy",
+                        f"/health did not answer 200 within {self.spec.health_timeout_s:.0f} s",
+                        "Raise gate.health_timeout_s on a slow machine, or read the log below",
+                        detail=f"--- last lines of {self.spec.log} ---\n{tail(log)}",
+                    )
+                time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise self._died()
+
+    def peak_rss_bytes(self) -> int | None:
+        """Peak resident memory of the engine so far (VmHWM on Linux)."""
+        if not self.alive():
+            return None
+        assert self.proc is not None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:  # pragma: no cover - non-Linux hosts
+            return int(psutil.Process(self.proc.pid).memory_info().rss)
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) * 1024 if match else None
+
+    def stop(self) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL; reap every child."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:  # pragma: no cover - raced with exit
+                children = []
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - engine ignores SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            psutil.wait_procs(children, timeout=5)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        try:
+            with httpx.Client(timeout=timeout) as http:
+                response = http.post(f"{self.url}{path}", json=body)
+        except httpx.TransportError as exc:
+            self.check_alive()
+            raise EngineError(
+                f"{self.spec.label} did not answer {path}", f"{type(exc).__name__}: {exc}",
+                "Raise gate.request_timeout_s on a slow machine, or read the engine log",
+                detail=tail(self.log_text()),
+            ) from None
+        if response.status_code != 200:
+            raise EngineError(
+                f"{self.spec.label} refused {path}", f"HTTP {response.status_code}",
+                "The engine's API may have changed in this build; see its answer below",
+                detail=response.text[:2000],
+            )
+        data: dict[str, Any] = response.json()
+        return data
+
+    def get(self, path: str) -> dict[str, Any]:
+        with httpx.Client(timeout=10.0) as http:
+            response = http.get(f"{self.url}{path}")
+        data: dict[str, Any] = response.json() if response.status_code == 200 else {}
+        return data
