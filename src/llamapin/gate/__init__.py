@@ -1,0 +1,1 @@
+"""The regression gate: suite, baseline comparison, performance, verdict."""

@@ -1,0 +1,104 @@
+"""The gate's verdict: plain values, and the pure rule that decides it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from llamapin.gate.compare import Comparison
+from llamapin.gate.perf import MetricDecision
+
+Status = Literal["pass", "fail", "skip", "inconclusive"]
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    message: str
+
+
+@dataclass(frozen=True)
+class PromptOutcome:
+    name: str
+    endpoint: str
+    prompt: str
+    expectations: list[str]
+    answer: str
+    failures: list[str]
+    comparison: Comparison | None = None
+    baseline_answer: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    role: str
+    binary: str
+    build_info: str | None
+    load_time_s: float
+    peak_rss_bytes: int | None
+
+
+@dataclass(frozen=True)
+class PerfReport:
+    mode: str
+    status: Status
+    reason: str
+    decisions: list[MetricDecision] = field(default_factory=list)
+    pairs: int = 0
+    wall_s: float = 0.0
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Literal["pass", "fail", "inconclusive"]
+    reasons: list[str]
+    checks: list[Check]
+    prompts: list[PromptOutcome]
+    engines: list[EngineInfo]
+    perf: PerfReport
+    model: str
+    suite: str
+    elapsed_s: float
+    pin: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = SCHEMA_VERSION
+        for prompt, raw in zip(self.prompts, data["prompts"], strict=True):
+            raw["passed"] = prompt.passed
+        return data
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_mean_kl: float = 1.0
+
+
+def decide(
+    checks: list[Check], prompts: list[PromptOutcome], perf: PerfReport, th: Thresholds
+) -> tuple[Literal["pass", "fail", "inconclusive"], list[str]]:
+    """Fail on any failed check, wrong answer, catastrophic divergence or established
+    slowdown; inconclusive when the only open question is an undecided perf test."""
+    reasons = [f"{c.name}: {c.message}" for c in checks if c.status == "fail"]
+    for p in prompts:
+        for failure in p.failures:
+            reasons.append(f"prompt '{p.name}': answer {failure}")
+        if p.comparison is not None and p.comparison.mean_kl > th.max_mean_kl:
+            reasons.append(
+                f"prompt '{p.name}': output distribution diverged from the baseline "
+                f"(mean KL {p.comparison.mean_kl:.3f} > {th.max_mean_kl})"
+            )
+    if perf.status == "fail":
+        reasons.append(f"performance: {perf.reason}")
+    if reasons:
+        return "fail", reasons
+    if perf.status == "inconclusive":
+        return "inconclusive", [f"performance: {perf.reason}"]
+    return "pass", []

@@ -1,0 +1,85 @@
+"""Renderers over one Verdict: Markdown (job summary, PR body), JSON, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from llamapin.gate.verdict import Verdict
+
+ICON = {"pass": "✅", "fail": "❌", "skip": "⏭️", "inconclusive": "⚠️"}
+
+
+def _cell(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def markdown(v: Verdict) -> str:
+    lines = [f"## llamapin gate: {ICON[v.outcome]} {v.outcome.upper()}", ""]
+    lines.append(f"Pin {v.pin}; model `{v.model}`; suite `{v.suite}`; {v.elapsed_s:.0f} s.")
+    lines.append("")
+    if v.reasons:
+        lines += ["**Why:**", ""] + [f"- {_cell(r, 400)}" for r in v.reasons] + [""]
+    lines += ["| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c.name} | {ICON[c.status]} | {_cell(c.message, 200)} |" for c in v.checks]
+    lines.append("")
+    if v.prompts:
+        compared = any(p.comparison for p in v.prompts)
+        head = "| prompt | result | expected | answer |"
+        rule = "|---|---|---|---|"
+        if compared:
+            head += " agreement | first divergence | mean KL | same top |"
+            rule += "---|---|---|---|"
+        lines += [head, rule]
+        for p in v.prompts:
+            row = (f"| {p.name} | {ICON['pass' if p.passed else 'fail']} | "
+                   f"{_cell('; '.join(p.expectations))} | {_cell(p.answer)} |")
+            if p.comparison is not None:
+                c = p.comparison
+                first = "none" if c.first_divergence is None else f"token {c.first_divergence}"
+                row += f" {c.agreement:.0%} | {first} | {c.mean_kl:.4f} | {c.same_top:.0%} |"
+            lines.append(row)
+        lines.append("")
+    lines.append(f"**Performance** ({v.perf.mode}): {ICON[v.perf.status]} {_cell(v.perf.reason, 600)}")
+    lines.append("")
+    if v.engines:
+        lines += ["| engine | build | load time | peak RSS |", "|---|---|---|---|"]
+        for e in v.engines:
+            rss = f"{e.peak_rss_bytes / 2**20:.0f} MiB" if e.peak_rss_bytes else "n/a"
+            lines.append(f"| {e.role} | {e.build_info or 'unknown'} | {e.load_time_s:.1f} s | {rss} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_json(v: Verdict) -> str:
+    return json.dumps(v.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+
+
+def junit(v: Verdict) -> str:
+    suite = ET.Element("testsuite", name="llamapin-gate", time=f"{v.elapsed_s:.2f}")
+    cases = 0
+    failures = 0
+    skipped = 0
+
+    def case(name: str, status: str, message: str, detail: str = "") -> None:
+        nonlocal cases, failures, skipped
+        cases += 1
+        tc = ET.SubElement(suite, "testcase", classname="llamapin.gate", name=name)
+        if status == "fail":
+            failures += 1
+            ET.SubElement(tc, "failure", message=message).text = detail or message
+        elif status in ("skip", "inconclusive"):
+            skipped += 1
+            ET.SubElement(tc, "skipped", message=message)
+
+    for c in v.checks:
+        case(c.name, c.status, c.message)
+    for p in v.prompts:
+        detail = f"prompt: {p.prompt}\nexpected: {'; '.join(p.expectations)}\nanswer: {p.answer}"
+        case(f"prompt {p.name}", "pass" if p.passed else "fail", "; ".join(p.failures), detail)
+    case("performance", v.perf.status, v.perf.reason)
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    return ET.tostring(suite, encoding="unicode") + "\n"
