@@ -96,6 +96,7 @@ def _stream_once(http: httpx.Client, url: str, out: Path, label: str) -> tuple[s
                     f"{url} answered HTTP {response.status_code}",
                     "Check the URL, the pin's asset name, and any token the host needs",
                 )
+            # httpx itself refuses a body shorter than its Content-Length.
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with out.open("wb") as handle, tqdm(
@@ -108,8 +109,6 @@ def _stream_once(http: httpx.Client, url: str, out: Path, label: str) -> tuple[s
                     bar.update(len(block))
     except (httpx.TransportError, httpx.DecodingError) as exc:
         raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-    if total is not None and received != total:
-        raise TransientError(f"got {received} bytes, Content-Length said {total}")
     return digest.hexdigest(), received
 
 
@@ -256,7 +255,7 @@ def find_index_file(
         if normalize(f.filename).replace("-", "_").startswith(normalize(prefix).replace("-", "_"))
         and f.filename.endswith(suffix)
         and (sdist or f.filename[len(prefix):].startswith("-"))
-        and (platform_tag is None or platform_tag in f.filename or "any" in f.filename)
+        and (platform_tag is None or platform_tag in f.filename or f.filename.endswith("-any.whl"))
     ]
     if not matches:
         versions = sorted({f.filename for f in files})[-5:]

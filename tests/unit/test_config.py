@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llamapin.config import Config, LocatorConfig, host_platform, load_config
+from llamapin.errors import ConfigError
+
+
+def test_defaults_when_nothing_is_configured(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path)
+    assert cfg == Config()
+    assert cfg.engine.source == "wheel"
+    assert cfg.gate.perf.tolerance == 0.10
+
+
+def test_llamapin_toml_and_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
+    assert load_config(tmp_path) == Config()
+    (tmp_path / "pyproject.toml").write_text("[tool.llamapin.engine]\nsource = 'release'\n")
+    assert load_config(tmp_path).engine.source == "release"
+    (tmp_path / "llamapin.toml").write_text(
+        "[bundle]\nlayout = 'macos-app'\n[[locators]]\nfile='a.ts'\nfield='build'\n"
+        "regex='(b\\\\d+)'\n"
+    )
+    cfg = load_config(tmp_path)
+    assert cfg.bundle.layout == "macos-app"
+    assert cfg.locator_list()[0].kind == "regex"
+
+
+def test_explicit_config(tmp_path: Path) -> None:
+    path = tmp_path / "other.toml"
+    path.write_text("[gate]\nctx_size = 1024\n")
+    assert load_config(tmp_path, path).gate.ctx_size == 1024
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path, tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("[engine\n", "cannot parse"), ("[engine]\nsource = 'ftp'\n", "invalid config"),
+     ("[gate]\nnope = 1\n", "invalid config")],
+)
+def test_bad_config(tmp_path: Path, text: str, match: str) -> None:
+    (tmp_path / "llamapin.toml").write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(tmp_path)
+    assert info.value.render().startswith("error: ")
+
+
+def test_locator_needs_exactly_one_way() -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        LocatorConfig(file="a", field="build").to_locator()
+    loc = LocatorConfig.model_validate({"file": "a.json", "field": "build", "json": "a.b"})
+    assert loc.to_locator().kind == "json"
+
+
+@pytest.mark.parametrize(
+    ("system", "machine", "want"),
+    [("Darwin", "arm64", "macos-arm64"), ("Linux", "x86_64", "linux-x64"),
+     ("Windows", "AMD64", "win-x64"), ("FreeBSD", "riscv64", "freebsd-riscv64")],
+)
+def test_host_platform(system: str, machine: str, want: str) -> None:
+    assert host_platform(system, machine) == want
+    assert host_platform() in ("linux-x64", "linux-arm64", "macos-arm64", "macos-x64")
