@@ -165,3 +165,29 @@ def served() -> Iterator[FileServer]:
 
 
 Factory = Callable[..., Path]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+            ) -> Callable[..., CliResult]:
+    """Run ``llamapin ARGS`` in-process, as a user would, and collect what it printed."""
+    from llamapin.cli import main
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr("sys.argv", ["llamapin", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
