@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from llamapin.engine.bundle import MANIFEST, locked
 from llamapin.errors import BundleError
@@ -24,11 +25,7 @@ CACHE = os.environ.get("LLAMAPIN_CACHE", str(Path("~/.cache/llamapin").expanduse
 def project(root: Path, pin: Pin, cache: str = CACHE, **sections: dict[str, Any]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     write_lock(root / "llamapin.lock", pin)
-    lines = [f'cache_dir = "{cache}"']
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    (root / "llamapin.toml").write_text("\n".join(lines) + "\n")
+    (root / "llamapin.toml").write_text(tomli_w.dumps({"cache_dir": cache, **sections}))
     return root
 
 
