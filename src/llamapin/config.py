@@ -52,8 +52,11 @@ class LocatorConfig(_Model):
     toml: str | None = None
 
     def to_locator(self) -> Locator:
-        given = [(k, v) for k, v in (("regex", self.regex), ("json", self.json_path),
-                                     ("toml", self.toml)) if v is not None]
+        given = [
+            (k, v)
+            for k, v in (("regex", self.regex), ("json", self.json_path), ("toml", self.toml))
+            if v is not None
+        ]
         if len(given) != 1:
             raise ConfigError(
                 f"locator for {self.file} needs exactly one of regex, json, toml",
@@ -157,7 +160,8 @@ def load_config(root: Path, explicit: Path | None = None) -> Config:
         if not path.is_file():
             if explicit is not None:
                 raise ConfigError(
-                    f"config file {path} does not exist", "it was named with --config",
+                    f"config file {path} does not exist",
+                    "it was named with --config",
                     "Fix the path",
                 )
             continue

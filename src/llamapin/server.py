@@ -47,8 +47,10 @@ def diagnose_exit(returncode: int, log: str, model_arch: str | None) -> str:
     arch = UNKNOWN_ARCH.search(log)
     if arch:
         header = f" (the GGUF header says '{model_arch}')" if model_arch else ""
-        return (f"unknown model architecture '{arch.group(1)}'{header}: this engine build "
-                "predates it; a newer pin is needed")
+        return (
+            f"unknown model architecture '{arch.group(1)}'{header}: this engine build "
+            "predates it; a newer pin is needed"
+        )
     if returncode < 0:
         try:
             sig = signal.Signals(-returncode)
@@ -102,8 +104,20 @@ class Server:
 
     def command(self) -> list[str]:
         spec = self.spec
-        cmd = [str(spec.binary), "-m", str(spec.model), "--host", "127.0.0.1",
-               "--port", str(self.port), "-c", str(spec.ctx_size), "-np", "1", "--no-webui"]
+        cmd = [
+            str(spec.binary),
+            "-m",
+            str(spec.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "-c",
+            str(spec.ctx_size),
+            "-np",
+            "1",
+            "--no-webui",
+        ]
         if spec.threads:
             cmd += ["-t", str(spec.threads)]
         return cmd + list(spec.extra_args)
@@ -121,13 +135,17 @@ class Server:
         started = time.monotonic()
         try:
             self.proc = subprocess.Popen(
-                self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.command(),
+                stdout=self._log_handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as exc:
             self.stop()
             raise EngineError(
-                f"{self.spec.label} did not start", f"{type(exc).__name__}: {exc}",
+                f"{self.spec.label} did not start",
+                f"{type(exc).__name__}: {exc}",
                 "Check that the bundle was installed for this platform (llamapin ensure)",
             ) from None
         self._wait_healthy(started)
@@ -138,7 +156,8 @@ class Server:
         code = self.proc.returncode
         log = self.log_text()
         return EngineError(
-            f"{self.spec.label} stopped", diagnose_exit(code, log, self.spec.model_arch),
+            f"{self.spec.label} stopped",
+            diagnose_exit(code, log, self.spec.model_arch),
             "See the engine log below",
             detail=f"--- last lines of {self.spec.log} ---\n{tail(log)}",
         )
@@ -211,7 +230,9 @@ class Server:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -225,13 +246,15 @@ class Server:
         except httpx.TransportError as exc:
             self.check_alive()
             raise EngineError(
-                f"{self.spec.label} did not answer {path}", f"{type(exc).__name__}: {exc}",
+                f"{self.spec.label} did not answer {path}",
+                f"{type(exc).__name__}: {exc}",
                 "Raise gate.request_timeout_s on a slow machine, or read the engine log",
                 detail=tail(self.log_text()),
             ) from None
         if response.status_code != 200:
             raise EngineError(
-                f"{self.spec.label} refused {path}", f"HTTP {response.status_code}",
+                f"{self.spec.label} refused {path}",
+                f"HTTP {response.status_code}",
                 "The engine's API may have changed in this build; see its answer below",
                 detail=response.text[:2000],
             )

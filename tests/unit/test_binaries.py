@@ -46,7 +46,7 @@ def test_edited_after_signing_is_caught_on_linux(macho_tree: Path, tmp_path: Pat
     data = bytearray(src.read_bytes())
     data[5000] ^= 0xFF
     edited.write_bytes(bytes(data))
-    with pytest.raises(SignatureError, match="page 1 .* does not match"):
+    with pytest.raises(SignatureError, match=r"page 1 .* does not match"):
         codesign.verify(edited)
 
 
@@ -56,7 +56,7 @@ def test_unsigned_and_corrupt_macho(macho_tree: Path, tmp_path: Path) -> None:
     # Turn LC_CODE_SIGNATURE (0x1d) into LC_DATA_IN_CODE (same layout): the file is now unsigned.
     idx = data.find((0x1D).to_bytes(4, "little") + (16).to_bytes(4, "little"))
     unsigned = tmp_path / "unsigned.dylib"
-    unsigned.write_bytes(bytes(data[:idx]) + (0x29).to_bytes(4, "little") + bytes(data[idx + 4:]))
+    unsigned.write_bytes(bytes(data[:idx]) + (0x29).to_bytes(4, "little") + bytes(data[idx + 4 :]))
     with pytest.raises(SignatureError, match="not signed"):
         codesign.verify(unsigned)
     cut = tmp_path / "cut.dylib"
@@ -69,10 +69,16 @@ def test_unsigned_and_corrupt_macho(macho_tree: Path, tmp_path: Path) -> None:
 
 def test_elf_missing_library_is_named(tmp_path: Path) -> None:
     compile_so(tmp_path, "libdep.so", "int dep(void){return 1;}\n")
-    compile_so(tmp_path, "libmid.so", "int dep(void); int mid(void){return dep();}\n",
-               ["libdep.so"])
-    exe = compile_so(tmp_path, "llama-server", "int mid(void); int main(void){return mid();}\n",
-                     ["libmid.so"], exe=True)
+    compile_so(
+        tmp_path, "libmid.so", "int dep(void); int mid(void){return dep();}\n", ["libdep.so"]
+    )
+    exe = compile_so(
+        tmp_path,
+        "llama-server",
+        "int mid(void); int main(void){return mid();}\n",
+        ["libmid.so"],
+        exe=True,
+    )
     closure = compute(tmp_path, exe)
     assert sorted(closure.libs) == ["libdep.so", "libmid.so"]
     (tmp_path / "libdep.so").unlink()
@@ -82,12 +88,21 @@ def test_elf_missing_library_is_named(tmp_path: Path) -> None:
 
 def test_runtime_loaded_backends_are_found(tmp_path: Path) -> None:
     compile_so(tmp_path, "libggml-base.so", "int base(void){return 1;}\n")
-    compile_so(tmp_path, "libggml-cpu-haswell.so",
-               "int base(void); void* ggml_backend_init(void){return (void*)0;}"
-               " int s(void){return base();}\n", ["libggml-base.so"])
+    compile_so(
+        tmp_path,
+        "libggml-cpu-haswell.so",
+        "int base(void); void* ggml_backend_init(void){return (void*)0;}"
+        " int s(void){return base();}\n",
+        ["libggml-base.so"],
+    )
     compile_so(tmp_path, "libunrelated.so", "int u(void){return 2;}\n")
-    exe = compile_so(tmp_path, "llama-server", "int base(void); int main(void){return base();}\n",
-                     ["libggml-base.so"], exe=True)
+    exe = compile_so(
+        tmp_path,
+        "llama-server",
+        "int base(void); int main(void){return base();}\n",
+        ["libggml-base.so"],
+        exe=True,
+    )
     (tmp_path / "notes.txt").write_text("not a binary")
     (tmp_path / "alias.so").symlink_to("libunrelated.so")
     closure = compute(tmp_path, exe)
@@ -97,8 +112,14 @@ def test_runtime_loaded_backends_are_found(tmp_path: Path) -> None:
 
 def test_elf_relink_plan_and_run(tmp_path: Path) -> None:
     compile_so(tmp_path, "libdep.so", "int dep(void){return 1;}\n")
-    exe = compile_so(tmp_path, "llama-server", "int dep(void); int main(void){return dep();}\n",
-                     ["libdep.so"], rpath="/nonexistent/build/bin", exe=True)
+    exe = compile_so(
+        tmp_path,
+        "llama-server",
+        "int dep(void); int main(void){return dep();}\n",
+        ["libdep.so"],
+        rpath="/nonexistent/build/bin",
+        exe=True,
+    )
     assert [c[-1] for c in elf_relink_plan(tmp_path)] == [str(exe)]
     done = relink(tmp_path, "elf", Layout())
     assert done and read_image(exe).rpaths == ("$ORIGIN",)
@@ -113,8 +134,12 @@ def test_macho_relink_needs_macos(macho_tree: Path, tmp_path: Path) -> None:
     for lib in (macho_tree / "pywhispercpp/.dylibs").iterdir():
         shutil.copy(lib, stage / "Frameworks" / lib.name)
     plan = macho_relink_plan(stage, Layout("macos-app"))
-    assert ["install_name_tool", "-add_rpath", "@loader_path/../Frameworks",
-            str(stage / "MacOS/server")] in plan
+    assert [
+        "install_name_tool",
+        "-add_rpath",
+        "@loader_path/../Frameworks",
+        str(stage / "MacOS/server"),
+    ] in plan
     assert any(c[1] == "-change" and c[3] == "@rpath/libggml.0.13.1.dylib" for c in plan)
     assert any(c[1] == "-id" for c in plan)
     with pytest.raises(BundleError, match="only on macOS"):

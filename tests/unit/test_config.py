@@ -39,8 +39,11 @@ def test_explicit_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("[engine\n", "cannot parse"), ("[engine]\nsource = 'ftp'\n", "invalid config"),
-     ("[gate]\nnope = 1\n", "invalid config")],
+    [
+        ("[engine\n", "cannot parse"),
+        ("[engine]\nsource = 'ftp'\n", "invalid config"),
+        ("[gate]\nnope = 1\n", "invalid config"),
+    ],
 )
 def test_bad_config(tmp_path: Path, text: str, match: str) -> None:
     (tmp_path / "llamapin.toml").write_text(text)
@@ -58,8 +61,12 @@ def test_locator_needs_exactly_one_way() -> None:
 
 @pytest.mark.parametrize(
     ("system", "machine", "want"),
-    [("Darwin", "arm64", "macos-arm64"), ("Linux", "x86_64", "linux-x64"),
-     ("Windows", "AMD64", "win-x64"), ("FreeBSD", "riscv64", "freebsd-riscv64")],
+    [
+        ("Darwin", "arm64", "macos-arm64"),
+        ("Linux", "x86_64", "linux-x64"),
+        ("Windows", "AMD64", "win-x64"),
+        ("FreeBSD", "riscv64", "freebsd-riscv64"),
+    ],
 )
 def test_host_platform(system: str, machine: str, want: str) -> None:
     assert host_platform(system, machine) == want

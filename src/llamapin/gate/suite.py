@@ -55,8 +55,11 @@ def check(assertion: Assertion, answer: str) -> str | None:
     folded = " ".join(text.split()).casefold()
     kind, value = assertion.kind, assertion.value
     if kind == "contains":
-        return None if " ".join(str(value).split()).casefold() in folded else \
-            f"does not contain {value!r}"
+        return (
+            None
+            if " ".join(str(value).split()).casefold() in folded
+            else f"does not contain {value!r}"
+        )
     if kind == "regex":
         return None if re.search(str(value), text) else f"does not match /{value}/"
     if kind == "one_of":
@@ -67,8 +70,11 @@ def check(assertion: Assertion, answer: str) -> str | None:
         found = NUMBER.search(text)
         if found is None:
             return f"has no number (expected {value})"
-        return None if float(found.group()) == float(value) else \
-            f"first number is {found.group()}, expected {value}"
+        return (
+            None
+            if float(found.group()) == float(value)
+            else f"first number is {found.group()}, expected {value}"
+        )
     # json_equals: the first JSON object or array in the answer
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
@@ -77,12 +83,13 @@ def check(assertion: Assertion, answer: str) -> str | None:
         parsed, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as exc:
         return f"has malformed JSON ({exc.msg})"
-    return None if parsed == value else f"JSON is {json.dumps(parsed)}, expected {json.dumps(value)}"
+    return (
+        None if parsed == value else f"JSON is {json.dumps(parsed)}, expected {json.dumps(value)}"
+    )
 
 
 def _bad(origin: str, why: str) -> ConfigError:
-    return ConfigError(f"invalid suite {origin}", why,
-                       "See docs/adopting.md for the suite format")
+    return ConfigError(f"invalid suite {origin}", why, "See docs/adopting.md for the suite format")
 
 
 def parse_suite(data: dict[str, Any], origin: str) -> Suite:
@@ -103,8 +110,16 @@ def parse_suite(data: dict[str, Any], origin: str) -> Suite:
         endpoint = raw.get("endpoint", "completion")
         if endpoint not in ("completion", "chat"):
             raise _bad(origin, f"prompt {name!r} has endpoint {endpoint!r}; use completion or chat")
-        prompts.append(Prompt(name, str(raw["text"]), tuple(assertions), endpoint,
-                              int(raw.get("n_predict", 16)), raw.get("system")))
+        prompts.append(
+            Prompt(
+                name,
+                str(raw["text"]),
+                tuple(assertions),
+                endpoint,
+                int(raw.get("n_predict", 16)),
+                raw.get("system"),
+            )
+        )
     return Suite(str(data.get("name", origin)), tuple(prompts))
 
 
