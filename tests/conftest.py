@@ -94,6 +94,8 @@ def compile_so(
     needs: list[str] = (),  # type: ignore[assignment]
     rpath: str | None = "$ORIGIN",
     exe: bool = False,
+    soname: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> Path:
     """Build a real ELF file with gcc."""
     src = dest / f"{name}.c"
@@ -101,10 +103,10 @@ def compile_so(
     out = dest / name
     cmd = ["gcc", "-o", str(out), str(src), f"-L{dest}"]
     if not exe:
-        cmd += ["-shared", "-fPIC", f"-Wl,-soname,{name}"]
+        cmd += ["-shared", "-fPIC"] + ([f"-Wl,-soname,{name}"] if soname else [])
     if rpath:
         cmd.append(f"-Wl,-rpath,{rpath},--enable-new-dtags")
-    cmd += [f"-l:{n}" for n in needs]
+    cmd += [f"-l:{n}" for n in needs] + list(extra)
     subprocess.run(cmd, check=True, capture_output=True)
     return out
 

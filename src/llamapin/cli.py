@@ -326,8 +326,8 @@ def drift(state: State) -> None:
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C into Abort
+        click.echo("error: interrupted by the user; engines were stopped", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -335,6 +335,3 @@ def main() -> None:
     except LlamapinError as exc:
         click.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted by the user; engines were stopped", err=True)
-        sys.exit(130)

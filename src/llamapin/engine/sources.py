@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,11 @@ class Context:
     cache: Cache
     http: httpx.Client
     limits: Limits
-    log: object = print
+    log: Callable[[str], None] = print
 
 
 def _say(ctx: Context, text: str) -> None:
-    log = ctx.log
-    if callable(log):
-        log(text)
+    ctx.log(text)
 
 
 def unpacked(ctx: Context, blob: Path, name: str, sha256: str) -> Path:
@@ -153,7 +152,7 @@ def build_jobs(cores: int, available_bytes: int, per_job_gib: float) -> int:
     return max(1, min(cores, by_memory))
 
 
-def cmake_args(ctx: Context, src: Path, build: Path) -> list[str]:
+def cmake_args(ctx: Context, src: Path, build: Path, ccache: str | None) -> list[str]:
     args = [
         "cmake",
         "-S",
@@ -170,7 +169,7 @@ def cmake_args(ctx: Context, src: Path, build: Path) -> list[str]:
         "-DCMAKE_INSTALL_RPATH="
         + ("@loader_path" if ctx.platform.startswith("macos") else "$ORIGIN"),
     ]
-    if shutil.which("ccache"):
+    if ccache:
         args += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
     return args + list(ctx.engine.cmake_args)
 
@@ -190,6 +189,20 @@ def _run_build(cmd: list[str], log: Path, what: str, base: Path) -> None:
             f"Read the build log at {log}; check that cmake and a C++ compiler are installed",
             detail="\n".join(tail),
         )
+
+
+def source_root(tree: Path, label: str) -> Path:
+    """The llama.cpp source directory inside an unpacked sdist (or the tree itself)."""
+    roots = [p.parent for p in sorted(tree.glob("*/llama.cpp/CMakeLists.txt"))]
+    roots += [p.parent for p in sorted(tree.glob("*/CMakeLists.txt"))]
+    roots += [p.parent for p in sorted(tree.glob("CMakeLists.txt"))]
+    if not roots:
+        raise BuildError(
+            f"{label} holds no llama.cpp source tree",
+            "no CMakeLists.txt at its top or under llama.cpp/",
+            "Check engine.source_package",
+        )
+    return roots[0]
 
 
 class SourceBuild(EngineSource):
@@ -214,25 +227,21 @@ class SourceBuild(EngineSource):
             found.url, found.sha256, ctx.cache, size=found.size, label=found.filename, http=ctx.http
         )
         tree = unpacked(ctx, blob, found.filename, found.sha256)
-        roots = [p.parent for p in tree.glob("*/llama.cpp/CMakeLists.txt")]
-        roots += [p.parent for p in tree.glob("*/CMakeLists.txt")]
-        if not roots:
-            raise BuildError(
-                f"{found.filename} holds no llama.cpp source tree",
-                "no CMakeLists.txt at its top or under llama.cpp/",
-                "Check engine.source_package",
-            )
-        return roots[0], found.sha256
+        return source_root(tree, found.filename), found.sha256
 
     def materialize(self, ctx: Context) -> Tree:
         src, src_sha = self._sdist(ctx)
+        return self.build(ctx, src, src_sha, shutil.which("ccache"))
+
+    def build(self, ctx: Context, src: Path, src_sha: str, ccache: str | None) -> Tree:
+        """Configure and build the llama-server target once per (source, pin, flags)."""
         key_src = json.dumps(
             [
                 src_sha,
                 ctx.pin.build,
                 ctx.pin.commit,
                 ctx.platform,
-                cmake_args(ctx, Path("S"), Path("B")),
+                cmake_args(ctx, Path("S"), Path("B"), ccache),
             ]
         )
         key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
@@ -249,7 +258,7 @@ class SourceBuild(EngineSource):
         )
         log = build / "build.log"
         _say(ctx, f"build llama-server {ctx.pin.build} from source with {jobs} jobs (log: {log})")
-        _run_build(cmake_args(ctx, src, build), log, "cmake configure", ctx.cache.root)
+        _run_build(cmake_args(ctx, src, build, ccache), log, "cmake configure", ctx.cache.root)
         _run_build(
             ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)],
             log,
