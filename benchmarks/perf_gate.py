@@ -1,0 +1,190 @@
+"""Benchmark the gate on this machine: warm wall time, A/A false alarms, power
+against a real ~10% slowdown, and the field's rules judged on the same samples.
+
+Usage (from the repo root, after scripts/bootstrap):
+    .venv/bin/python benchmarks/perf_gate.py --runs 30 --out benchmarks/results/perf_gate.json
+
+The slowdown is real: the candidate is the same engine process, paused with
+SIGSTOP/SIGCONT for ``duty`` of every 100 ms while the benchmark runs (a CPU
+quota done by hand). Its actual size is measured separately, on the candidate
+alone, throttled vs not, in alternating blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from llamapin.config import Config, GateConfig, PerfConfig
+from llamapin.engine.ensure import ensure
+from llamapin.fetch import Cache, client
+from llamapin.gate import perf as pf
+from llamapin.gate.run import measure, timed_request
+from llamapin.model import ensure_model
+from llamapin.pin import read_lock
+from llamapin.server import Server, ServerSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Throttle:
+    """Pause a process for ``duty`` of every ``period`` seconds while active."""
+
+    def __init__(self, pid: int, duty: float, period: float = 0.1) -> None:
+        self.pid, self.duty, self.period = pid, duty, period
+        self.active = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            if self.active.is_set() and self.duty > 0:
+                os.kill(self.pid, signal.SIGSTOP)
+                time.sleep(self.period * self.duty)
+                os.kill(self.pid, signal.SIGCONT)
+                time.sleep(self.period * (1 - self.duty))
+            else:
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        os.kill(self.pid, signal.SIGCONT)
+
+
+def slowdown_size(
+    server: Server, throttle: Throttle, cfg: GateConfig, blocks: int
+) -> dict[str, float]:
+    plain: list[float] = []
+    slow: list[float] = []
+    for i in range(blocks):
+        for throttled in (False, True) if i % 2 == 0 else (True, False):
+            if throttled:
+                throttle.active.set()
+            result = timed_request(server, cfg)
+            throttle.active.clear()
+            (slow if throttled else plain).append(result["gen_tps"])
+    return {
+        "plain_gen_tps": statistics.fmean(plain),
+        "throttled_gen_tps": statistics.fmean(slow),
+        "slowdown": 1 - statistics.fmean(slow) / statistics.fmean(plain),
+    }
+
+
+def field_rules(samples: dict[str, list[float]], floor: float) -> dict[str, str]:
+    cand = samples["cand_gen_tps"][:5]
+    base = samples["base_gen_tps"][:5]
+    return {"floor": pf.floor_rule(cand, floor), "median_ratio": pf.median_ratio_rule(cand, base)}
+
+
+def warm_gate_wall(runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run(
+            [str(ROOT / ".venv/bin/llamapin"), "--root", str(ROOT), "gate", "--perf", "off"],
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.monotonic() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--duty", type=float, default=0.10)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/perf_gate.json")
+    args = parser.parse_args()
+    cfg = Config()
+    pin = read_lock(ROOT / "llamapin.lock")
+    res = ensure(cfg, ROOT, pin, say=lambda _: None)
+    with client() as http:
+        model = ensure_model(
+            cfg.model, Cache(Path(cfg.cache_dir)), cfg.engine.index_url, http, ROOT
+        )
+    gate_cfg = GateConfig(perf=PerfConfig())
+    report: dict[str, object] = {
+        "machine": {"cores": os.cpu_count()},
+        "runs": args.runs,
+        "duty": args.duty,
+        "pin": pin.build,
+    }
+    print("warm functional gate wall time ...", file=sys.stderr)
+    report["warm_gate_s"] = warm_gate_wall(3)
+    logs = ROOT / ".llamapin/logs/bench"
+    with (
+        Server(ServerSpec(res.binary, model, logs / "cand.log")) as cand,
+        Server(ServerSpec(res.binary, model, logs / "base.log")) as base,
+    ):
+        assert cand.proc is not None
+        throttle = Throttle(cand.proc.pid, args.duty)
+        try:
+            size = slowdown_size(cand, throttle, gate_cfg, 10)
+            report["slowdown_measured"] = size
+            print(f"measured slowdown {size['slowdown']:.1%}", file=sys.stderr)
+            calib = [timed_request(base, gate_cfg)["gen_tps"] for _ in range(5)]
+            floor = 0.9 * statistics.median(calib)
+            report["floor_tps"] = floor
+            for label, active in (("aa", False), ("slow", True)):
+                rows = []
+                for i in range(args.runs):
+                    if active:
+                        throttle.active.set()
+                    perf = measure(cand, base, gate_cfg, label, say=lambda _: None)
+                    throttle.active.clear()
+                    gen = next(d for d in perf.decisions if d.metric == "generation")
+                    rows.append(
+                        {
+                            "outcome": perf.status,
+                            "pairs": perf.pairs,
+                            "wall_s": perf.wall_s,
+                            "gen_ratio": gen.ratio,
+                            **field_rules(perf.samples, floor),
+                        }
+                    )
+                    print(
+                        f"{label} {i + 1}/{args.runs}: {perf.status} after {perf.pairs} pairs "
+                        f"({perf.wall_s:.0f} s, gen ratio {gen.ratio:.3f})",
+                        file=sys.stderr,
+                    )
+                report[label] = rows
+        finally:
+            throttle.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(summarize(report))
+
+
+def summarize(report: dict[str, object]) -> str:
+    lines = [
+        "| set | runs | ours: fail | ours: pass | ours: inconclusive | median pairs | "
+        "median wall s | floor rule: fail | median-ratio rule: fail |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in ("aa", "slow"):
+        rows = report[label]
+        assert isinstance(rows, list)
+        count = {k: sum(r["outcome"] == k for r in rows) for k in ("fail", "pass", "inconclusive")}
+        floor = sum(r["floor"] == "fail" for r in rows)
+        ratio = sum(r["median_ratio"] == "fail" for r in rows)
+        pairs = statistics.median(r["pairs"] for r in rows)
+        wall = statistics.median(r["wall_s"] for r in rows)
+        lines.append(
+            f"| {label} | {len(rows)} | {count['fail']} | {count['pass']} | "
+            f"{count['inconclusive']} | {pairs:.0f} | {wall:.0f} | {floor} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
