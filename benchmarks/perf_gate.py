@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Throttle:
     """Pause a process for ``duty`` of every ``period`` seconds while active."""
 
-    def __init__(self, pid: int, duty: float, period: float = 0.1) -> None:
+    def __init__(self, pid: int, duty: float, period: float = 0.05) -> None:
         self.pid, self.duty, self.period = pid, duty, period
         self.active = threading.Event()
         self.stopped = threading.Event()
@@ -102,7 +102,7 @@ def warm_gate_wall(runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--duty", type=float, default=0.10)
+    parser.add_argument("--target", type=float, default=0.10, help="slowdown to aim for")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/perf_gate.json")
     args = parser.parse_args()
     cfg = Config()
@@ -127,11 +127,24 @@ def main() -> None:
         Server(ServerSpec(res.binary, model, logs / "base.log")) as base,
     ):
         assert cand.proc is not None
-        throttle = Throttle(cand.proc.pid, args.duty)
+        throttle = Throttle(cand.proc.pid, 0.0)
         try:
-            size = slowdown_size(cand, throttle, gate_cfg, 10)
+            calibration = []
+            for duty in (0.01, 0.02, 0.03, 0.04, 0.06):
+                throttle.duty = duty
+                size = slowdown_size(cand, throttle, gate_cfg, 6)
+                calibration.append({"duty": duty, **size})
+                print(f"duty {duty:.2f}: slowdown {size['slowdown']:.1%}", file=sys.stderr)
+            best = min(calibration, key=lambda c: abs(c["slowdown"] - args.target))
+            throttle.duty = best["duty"]
+            size = slowdown_size(cand, throttle, gate_cfg, 12)
+            report["calibration"] = calibration
+            report["duty"] = best["duty"]
             report["slowdown_measured"] = size
-            print(f"measured slowdown {size['slowdown']:.1%}", file=sys.stderr)
+            print(
+                f"duty {best['duty']:.2f}: measured slowdown {size['slowdown']:.1%}",
+                file=sys.stderr,
+            )
             calib = [timed_request(base, gate_cfg)["gen_tps"] for _ in range(5)]
             floor = 0.9 * statistics.median(calib)
             report["floor_tps"] = floor
