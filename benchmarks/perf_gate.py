@@ -116,7 +116,7 @@ def main() -> None:
     report: dict[str, object] = {
         "machine": {"cores": os.cpu_count()},
         "runs": args.runs,
-        "duty": args.duty,
+        "target": args.target,
         "pin": pin.build,
     }
     print("warm functional gate wall time ...", file=sys.stderr)
