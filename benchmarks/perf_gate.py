@@ -4,10 +4,10 @@ against a real ~10% slowdown, and the field's rules judged on the same samples.
 Usage (from the repo root, after scripts/bootstrap):
     .venv/bin/python benchmarks/perf_gate.py --runs 30 --out benchmarks/results/perf_gate.json
 
-The slowdown is real: the candidate is the same engine process, paused with
-SIGSTOP/SIGCONT for ``duty`` of every 100 ms while the benchmark runs (a CPU
-quota done by hand). Its actual size is measured separately, on the candidate
-alone, throttled vs not, in alternating blocks.
+The slowdown is real: the candidate is the same engine process under a CPU
+quota (cgroup cpu.cfs_quota_us), switched on only for the candidate's runs. The
+quota is calibrated to the target, and the slowdown's actual size is measured
+separately, on the candidate alone, quota on vs off, in alternating blocks.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,29 +34,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Throttle:
-    """Pause a process for ``duty`` of every ``period`` seconds while active."""
+    """A CPU quota (cgroup v1 cpu controller) on the candidate engine while active.
 
-    def __init__(self, pid: int, duty: float, period: float = 0.05) -> None:
-        self.pid, self.duty, self.period = pid, duty, period
-        self.active = threading.Event()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+    ``quota`` is in CPUs (1.8 = 90% of two cores). Needs root and a writable
+    /sys/fs/cgroup/cpu, as on our benchmark machines.
+    """
 
-    def _loop(self) -> None:
-        while not self.stopped.is_set():
-            if self.active.is_set() and self.duty > 0:
-                os.kill(self.pid, signal.SIGSTOP)
-                time.sleep(self.period * self.duty)
-                os.kill(self.pid, signal.SIGCONT)
-                time.sleep(self.period * (1 - self.duty))
-            else:
-                time.sleep(0.01)
+    ROOT = Path("/sys/fs/cgroup/cpu/llamapin-bench")
+
+    def __init__(self, pid: int, quota: float) -> None:
+        self.quota = quota
+        self.ROOT.mkdir(exist_ok=True)
+        (self.ROOT / "cgroup.procs").write_text(str(pid))
+        self.deactivate()
+
+    def activate(self) -> None:
+        period = int((self.ROOT / "cpu.cfs_period_us").read_text())
+        (self.ROOT / "cpu.cfs_quota_us").write_text(str(int(self.quota * period)))
+
+    def deactivate(self) -> None:
+        (self.ROOT / "cpu.cfs_quota_us").write_text("-1")
 
     def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
-        os.kill(self.pid, signal.SIGCONT)
+        self.deactivate()
 
 
 def slowdown_size(
@@ -69,9 +67,9 @@ def slowdown_size(
     for i in range(blocks):
         for throttled in (False, True) if i % 2 == 0 else (True, False):
             if throttled:
-                throttle.active.set()
+                throttle.activate()
             result = timed_request(server, cfg)
-            throttle.active.clear()
+            throttle.deactivate()
             (slow if throttled else plain).append(result["gen_tps"])
     return {
         "plain_gen_tps": statistics.fmean(plain),
@@ -127,22 +125,22 @@ def main() -> None:
         Server(ServerSpec(res.binary, model, logs / "base.log")) as base,
     ):
         assert cand.proc is not None
-        throttle = Throttle(cand.proc.pid, 0.0)
+        throttle = Throttle(cand.proc.pid, 2.0)
         try:
             calibration = []
-            for duty in (0.01, 0.02, 0.03, 0.04, 0.06):
-                throttle.duty = duty
-                size = slowdown_size(cand, throttle, gate_cfg, 6)
-                calibration.append({"duty": duty, **size})
-                print(f"duty {duty:.2f}: slowdown {size['slowdown']:.1%}", file=sys.stderr)
+            for quota in (1.9, 1.8, 1.7):
+                throttle.quota = quota
+                size = slowdown_size(cand, throttle, gate_cfg, 10)
+                calibration.append({"quota_cpus": quota, **size})
+                print(f"quota {quota:.1f}: slowdown {size['slowdown']:.1%}", file=sys.stderr)
             best = min(calibration, key=lambda c: abs(c["slowdown"] - args.target))
-            throttle.duty = best["duty"]
-            size = slowdown_size(cand, throttle, gate_cfg, 12)
+            throttle.quota = best["quota_cpus"]
+            size = slowdown_size(cand, throttle, gate_cfg, 16)
             report["calibration"] = calibration
-            report["duty"] = best["duty"]
+            report["quota_cpus"] = best["quota_cpus"]
             report["slowdown_measured"] = size
             print(
-                f"duty {best['duty']:.2f}: measured slowdown {size['slowdown']:.1%}",
+                f"quota {throttle.quota:.1f}: measured slowdown {size['slowdown']:.1%}",
                 file=sys.stderr,
             )
             calib = [timed_request(base, gate_cfg)["gen_tps"] for _ in range(5)]
@@ -152,9 +150,9 @@ def main() -> None:
                 rows = []
                 for i in range(args.runs):
                     if active:
-                        throttle.active.set()
+                        throttle.activate()
                     perf = measure(cand, base, gate_cfg, label, say=lambda _: None)
-                    throttle.active.clear()
+                    throttle.deactivate()
                     gen = next(d for d in perf.decisions if d.metric == "generation")
                     rows.append(
                         {

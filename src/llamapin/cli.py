@@ -24,6 +24,8 @@ HELP = """llamapin keeps a bundled llama.cpp llama-server pinned, current and pr
   locators check (or --write) the pin values kept in other project files
   drift    compare the bundle's libraries with a declared list (tauri.conf.json)
   init     write the gate workflow into the project
+  archs    list the model architectures a build supports
+  check-model  does the pinned engine support a GGUF model's architecture?
 
 Configuration: llamapin.toml or [tool.llamapin] in pyproject.toml (all optional).
 The pin: llamapin.lock (llamapin's built-in default pin when there is none).
@@ -344,6 +346,75 @@ def init(state: State, force: bool, install: str, default_branch: str) -> None:
     planned = plan(state.root, {GATE_PATH: render_gate(platform, install, default_branch)})
     for line in apply(state.root, planned, force):
         click.echo(line)
+
+
+def _source_index(state: State, http: Any) -> Any:
+    from llamapin.fetch import Cache
+    from llamapin.upstream.archs import SourceIndex
+
+    cfg = state.config
+    return SourceIndex(
+        cfg.engine.index_url,
+        cfg.engine.source_package,
+        Cache(Path(cfg.cache_dir).expanduser()),
+        http,
+    )
+
+
+@cli.command(help="List the model architectures a build supports (from its llama.cpp source).")
+@click.option("--at", "build", default=None, help="Build id (default: the pinned build).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def archs(state: State, build: str | None, as_json: bool) -> None:
+    from llamapin.fetch import client
+    from llamapin.pin import build_number
+
+    pin, _ = state.pin()
+    number = build_number(build) if build else pin.number
+    with client() as http:
+        names = _source_index(state, http).archs(number)
+    emit(
+        {"build": f"b{number}", "architectures": names},
+        as_json,
+        f"b{number} supports {len(names)} architectures:\n" + "\n".join(names),
+    )
+
+
+@cli.command("check-model", help="Does the pinned engine support this GGUF model's architecture?")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.pass_obj
+def check_model(state: State, model: Path) -> None:
+    from llamapin.fetch import client
+    from llamapin.model import gguf_architecture
+    from llamapin.upstream.archs import first_supporting
+
+    pin, _ = state.pin()
+    arch = gguf_architecture(model)
+    with client() as http:
+        index = _source_index(state, http)
+        if arch in index.archs(pin.number):
+            click.echo(
+                f"ok: {model.name} is a '{arch}' model; the pinned build {pin.build} supports it"
+            )
+            return
+        newer = [n for n in index.numbers() if n > pin.number]
+        first = first_supporting(newer, lambda n: arch in index.archs(n))
+    if first is None:
+        newest = f"b{newer[-1]}" if newer else pin.build
+        click.echo(
+            f"error: {model.name} needs architecture '{arch}': no llama.cpp build on the "
+            f"package index knows it yet (newest checked: {newest}). Use the app's "
+            "Ollama / OpenAI-compatible provider for this model until upstream supports it",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"error: {model.name} needs architecture '{arch}': the pinned build "
+            f"{pin.build} predates it; b{first} is the first build on the package index "
+            f"that supports it. Bump the pin to b{first} or newer",
+            err=True,
+        )
+    sys.exit(1)
 
 
 def main() -> None:

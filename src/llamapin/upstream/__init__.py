@@ -1,0 +1,1 @@
+"""Upstream llama.cpp: builds on a package index, and what each build supports."""
