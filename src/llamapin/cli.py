@@ -163,7 +163,6 @@ def gate(
     import os
 
     from llamapin import report
-    from llamapin.engine.bundle import verify_bundle
     from llamapin.engine.ensure import ensure as run_ensure
     from llamapin.fetch import Cache, client
     from llamapin.gate.run import GateInputs, run_gate
@@ -178,7 +177,7 @@ def gate(
     if engine is None:
         res = run_ensure(cfg, state.root, pin, say=say)
         engine = res.binary
-        manifest = verify_bundle(res.bundle) if res.source != "command" else res.manifest
+        manifest = res.manifest  # ensure verified it (a no-op re-hashes every file)
         checks.append(
             Check(
                 "bundle",
