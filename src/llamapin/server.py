@@ -116,7 +116,6 @@ class Server:
             str(spec.ctx_size),
             "-np",
             "1",
-            "--no-webui",
         ]
         if spec.threads:
             cmd += ["-t", str(spec.threads)]
