@@ -114,11 +114,16 @@ def _cstr(data: bytes) -> str:
     return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def read_macho(path: Path) -> Image:
+def load_macho(path: Path) -> MachO:
+    """macholib's parse of ``path``; any failure to parse is a BinaryFormatError."""
     try:
-        macho = MachO(str(path))
+        return MachO(str(path))
     except (ValueError, struct.error, KeyError, IndexError, OSError) as exc:
         raise _bad(path, exc) from None
+
+
+def read_macho(path: Path) -> Image:
+    macho = load_macho(path)
     needed: dict[str, Need] = {}
     rpaths: list[str] = []
     ident = None
@@ -129,14 +134,13 @@ def read_macho(path: Path) -> Image:
                 name = _cstr(data)
                 needed.setdefault(name, Need(name, _LOADS[load.cmd]))
             elif load.cmd == mach_o.LC_RPATH:
-                rpath = _cstr(data)
-                if rpath not in rpaths:
-                    rpaths.append(rpath)
+                rpaths.append(_cstr(data))
             elif load.cmd == mach_o.LC_ID_DYLIB:
                 ident = _cstr(data)
             elif load.cmd == mach_o.LC_CODE_SIGNATURE:
                 signed = True
-    return Image(path, "macho", tuple(needed.values()), tuple(rpaths), ident, False, signed)
+    unique_rpaths = tuple(dict.fromkeys(rpaths))  # fat files repeat them per slice
+    return Image(path, "macho", tuple(needed.values()), unique_rpaths, ident, False, signed)
 
 
 def read_image(path: Path) -> Image:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,20 +82,19 @@ def _expand(token: str, image_dir: Path, exe_dir: Path) -> Path:
     return Path(token.replace("@executable_path", str(exe_dir)))
 
 
-def _candidates(image: Image, need: str, exe: Image, tree: Path) -> Iterable[Path]:
+def _candidates(image: Image, need: str, exe: Image) -> list[Path]:
     image_dir = image.path.parent
     exe_dir = exe.path.parent
+    found: list[Path] = []
     if image.format == "elf":
-        for rp in image.rpaths:
-            yield _expand(rp, image_dir, exe_dir) / need
+        found = [_expand(rp, image_dir, exe_dir) / need for rp in image.rpaths]
     elif need.startswith("@rpath/"):
         rest = need[len("@rpath/") :]
-        for rp in (*image.rpaths, *exe.rpaths):
-            yield _expand(rp, image_dir, exe_dir) / rest
+        found = [_expand(rp, image_dir, exe_dir) / rest for rp in (*image.rpaths, *exe.rpaths)]
     elif need.startswith(("@loader_path/", "@executable_path/")):
-        yield _expand(need, image_dir, exe_dir)
+        found = [_expand(need, image_dir, exe_dir)]
     # Fallback: beside the executable. The bundle is relinked so this is where it will look.
-    yield exe_dir / Path(need).name
+    return [*found, exe_dir / Path(need).name]
 
 
 def compute(tree: Path, binary: Path, is_system: SystemCheck = host_system_check) -> Closure:
@@ -114,11 +113,7 @@ def compute(tree: Path, binary: Path, is_system: SystemCheck = host_system_check
             if base in libs or need.name in system:
                 continue
             found = next(
-                (
-                    c
-                    for c in _candidates(image, need.name, exe, tree)
-                    if c.is_file() and _inside(tree, c)
-                ),
+                (c for c in _candidates(image, need.name, exe) if c.is_file() and _inside(tree, c)),
                 None,
             )
             if found is not None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from macholib import mach_o
-from macholib.MachO import MachO
 
-from llamapin.errors import BinaryFormatError, SignatureError
+from llamapin.engine.binfmt import load_macho
+from llamapin.errors import SignatureError
 
 CSMAGIC_EMBEDDED_SIGNATURE = 0xFADE0CC0
 CSMAGIC_CODEDIRECTORY = 0xFADE0C02
@@ -100,14 +100,7 @@ def _check_directory(
 def verify(path: Path) -> list[SliceSignature]:
     """Verify every slice's embedded signature; raise SignatureError if any is off."""
     data = path.read_bytes()
-    try:
-        macho = MachO(str(path))
-    except (ValueError, struct.error, KeyError, IndexError) as exc:
-        raise BinaryFormatError(
-            f"cannot read {path.name}",
-            f"not a valid Mach-O file ({exc})",
-            "The file is truncated or corrupt; fetch the build again",
-        ) from None
+    macho = load_macho(path)
     result = []
     for header in macho.headers:
         base = header.offset
