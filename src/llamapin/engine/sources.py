@@ -69,12 +69,17 @@ def unpacked(ctx: Context, blob: Path, name: str, sha256: str) -> Path:
         return dest
     tmp = ctx.cache.root / "trees" / f".{sha256}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    named = ctx.cache.tmpdir() / name
-    shutil.copyfile(blob, named)
+    # The archive type comes from its file name; the blob's name is its hash. A symlink
+    # gives it the right name without copying the bytes.
+    link_dir = ctx.cache.tmpdir() / f"unpack-{os.getpid()}"
+    shutil.rmtree(link_dir, ignore_errors=True)
+    link_dir.mkdir()
+    named = link_dir / name
+    named.symlink_to(blob)
     try:
         unpack(named, tmp, ctx.limits)
     finally:
-        named.unlink(missing_ok=True)
+        shutil.rmtree(link_dir, ignore_errors=True)
     (tmp / ".complete").write_text(sha256)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

@@ -138,7 +138,7 @@ def measure(
 ) -> PerfReport:
     """Interleave timed requests (alternating order) until the SPRT decides."""
     p = cfg.perf
-    params = pf.SprtParams(p.tolerance, p.alpha, p.beta, p.min_pairs, p.max_pairs, p.sigma_floor)
+    params = pf.SprtParams(**p.model_dump(exclude={"mode", "budget_s", "n_predict"}))
     samples: dict[str, list[float]] = {
         k: []
         for k in (
