@@ -26,6 +26,8 @@ HELP = """llamapin keeps a bundled llama.cpp llama-server pinned, current and pr
   init     write the gate workflow into the project
   archs    list the model architectures a build supports
   check-model  does the pinned engine support a GGUF model's architecture?
+  check    is there an upstream build worth adopting? (decision and reasons)
+  bump     open (or update) a pull request that adopts it, with the gate result
 
 Configuration: llamapin.toml or [tool.llamapin] in pyproject.toml (all optional).
 The pin: llamapin.lock (llamapin's built-in default pin when there is none).
@@ -164,11 +166,8 @@ def gate(
 
     from llamapin import report
     from llamapin.engine.ensure import ensure as run_ensure
-    from llamapin.fetch import Cache, client
-    from llamapin.gate.run import GateInputs, run_gate
-    from llamapin.gate.suite import load_suite
+    from llamapin.gate.run import gate_engine
     from llamapin.gate.verdict import Check
-    from llamapin.model import ensure_model, gguf_architecture
 
     cfg = state.config
     pin, origin = state.pin()
@@ -198,29 +197,17 @@ def gate(
                 }
             )
             baseline = run_ensure(base_cfg, state.root, base_pin, say=say).binary
-    suite_path = suite or (state.root / cfg.gate.suite if cfg.gate.suite else None)
-    with client() as http:
-        model = ensure_model(
-            cfg.model,
-            Cache(Path(cfg.cache_dir).expanduser()),
-            cfg.engine.index_url,
-            http,
-            state.root,
-        )
-    inputs = GateInputs(
-        candidate=binary,
-        model=model,
-        suite=load_suite(suite_path),
-        cfg=cfg.gate,
-        pin=pin,
-        logs=state.root / ".llamapin" / "logs",
-        baseline=_binary(baseline) if baseline else None,
-        model_arch=gguf_architecture(model),
+    verdict = gate_engine(
+        cfg,
+        state.root,
+        pin,
+        binary,
+        _binary(baseline) if baseline else None,
+        say,
         checks=checks,
-        perf_mode=perf_mode or cfg.gate.perf.mode,
-        model_name=cfg.model.name,
+        suite_path=suite,
+        perf_mode=perf_mode,
     )
-    verdict = run_gate(inputs, say)
     md = report.markdown(verdict)
     for path, text in (
         (md_path, md),
@@ -414,6 +401,102 @@ def check_model(state: State, model: Path) -> None:
             err=True,
         )
     sys.exit(1)
+
+
+def _upstream(state: State, http: Any, pin: Pin) -> Any:
+    import os
+
+    from llamapin.fetch import Cache
+    from llamapin.upstream.check import Upstream
+    from llamapin.upstream.github import EtagStore, GitHub
+
+    cfg = state.config
+    cache = Cache(Path(cfg.cache_dir).expanduser())
+    gh = GitHub(
+        cfg.upstream.api_url,
+        cfg.upstream.repo,
+        os.environ.get(cfg.upstream.token_env) or None,
+        http,
+        EtagStore.open(cache.root / "github" / "etags.json"),
+    )
+    return Upstream(cfg, pin, http, cache, gh, say)
+
+
+def _now(value: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"bad --now {value!r}", "it is not an ISO 8601 time", "Use e.g. 2026-11-26T12:00:00Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+NOW_HELP = "Decide as if it were this time (ISO 8601; default: now). For replaying a decision."
+
+
+@cli.command(help="Is there an upstream build worth adopting? Prints the decision and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option("--now", "now_text", default=None, help=NOW_HELP)
+@click.pass_obj
+def check(state: State, as_json: bool, now_text: str | None) -> None:
+    from llamapin.fetch import client
+    from llamapin.upstream.check import decision_dict, decision_text, run_check
+
+    pin, _ = state.pin()
+    cooldown = state.config.upstream.cooldown_days
+    with client() as http:
+        up = _upstream(state, http, pin)
+        try:
+            decision = run_check(up, _now(now_text))
+        finally:
+            up.gh.etags.save()
+    emit(decision_dict(decision, pin, cooldown), as_json, decision_text(decision, pin, cooldown))
+
+
+@cli.command(help="Open or update a pull request that bumps the pin (never merges it).")
+@click.option("--now", "now_text", default=None, help=NOW_HELP)
+@click.option(
+    "--status",
+    "post_status",
+    is_flag=True,
+    help="Also post the gate result as a commit status on the PR head (for default tokens "
+    "whose pushes trigger no workflow).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -> None:
+    import dataclasses
+    import os
+
+    from llamapin.fetch import client
+    from llamapin.gate.run import gate_engine
+    from llamapin.upstream.bump import bundle_check, forge_for, run_bump
+
+    cfg = state.config
+    pin, _ = state.pin()
+    now = _now(now_text)
+
+    def gate(c: Config, wt: Path, new: Pin, cand: Any, base: Any) -> Any:
+        say(f"gate {new.build} against {pin.build}")
+        return gate_engine(c, wt, new, cand.binary, base.binary, say, checks=[bundle_check(cand)])
+
+    forge = forge_for(cfg, state.root, os.environ.get(cfg.forge.token_env) or None)
+    with client() as http, forge.gh.http:
+        up = _upstream(state, http, pin)
+        try:
+            result = run_bump(up, forge, now, gate, say, post_status=post_status)
+        finally:
+            up.gh.etags.save()
+    emit(
+        dataclasses.asdict(result),
+        as_json,
+        result.message + (f"\n{result.url}" if result.url else ""),
+    )
 
 
 def main() -> None:

@@ -123,6 +123,47 @@ class GateConfig(_Model):
     perf: PerfConfig = Field(default_factory=PerfConfig)
 
 
+class UpstreamConfig(_Model):
+    """Where new builds are noticed, and which ones are worth a bump."""
+
+    feed: Literal["github", "index"] = "github"
+    api_url: str = "https://api.github.com"
+    html_url: str = "https://github.com"
+    repo: str = "ggml-org/llama.cpp"
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+    cooldown_days: float = 3.0
+    # ggml backends the shipped build compiles; "auto" reads them off the engine config.
+    backends: list[str] = Field(default_factory=lambda: ["auto"])
+    # Architectures that make a build eligible inside the cooldown ("*" = any new one).
+    watch_archs: list[str] = Field(default_factory=list)
+    # Release asset name per platform; {tag} is the build id.
+    asset_patterns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "linux-x64": r"llama-{tag}-bin-ubuntu-x64\.(zip|tar\.gz)",
+            "linux-arm64": r"llama-{tag}-bin-ubuntu-arm64\.(zip|tar\.gz)",
+            "macos-arm64": r"llama-{tag}-bin-macos-arm64\.(zip|tar\.gz)",
+            "macos-x64": r"llama-{tag}-bin-macos-x64\.(zip|tar\.gz)",
+            "win-x64": r"llama-{tag}-bin-win-cpu-x64\.zip",
+        }
+    )
+    max_pages: int = 20
+
+
+class ForgeConfig(_Model):
+    """Where bump PRs go: this project's repository."""
+
+    api_url: str = "https://api.github.com"
+    repo: str | None = None
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+    remote: str = "origin"
+    base: str | None = None
+    labels: list[str] = Field(default_factory=lambda: ["engine-bump", "do-not-automerge"])
+    reviewers: list[str] = Field(default_factory=list)
+    author_name: str = "llamapin"
+    author_email: str = "llamapin@users.noreply.github.com"
+    status_context: str = "llamapin/gate"
+
+
 class Config(_Model):
     lock: str = "llamapin.lock"
     cache_dir: str = str(DEFAULT_CACHE)
@@ -132,6 +173,8 @@ class Config(_Model):
     model: ModelConfig = Field(default_factory=ModelConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     locators: list[LocatorConfig] = Field(default_factory=list)
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    forge: ForgeConfig = Field(default_factory=ForgeConfig)
 
     def locator_list(self) -> list[Locator]:
         return [loc.to_locator() for loc in self.locators]

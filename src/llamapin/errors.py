@@ -79,3 +79,7 @@ class EngineError(LlamapinError):
 
 class ModelError(LlamapinError):
     """The gate model could not be fetched, verified or read."""
+
+
+class ForgeError(LlamapinError):
+    """The forge (GitHub's API, or the git remote) refused or failed a request."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamapin.config import GateConfig
+from llamapin.config import Config, GateConfig
 from llamapin.engine.ensure import BuildInfo, provenance_problems
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
@@ -326,3 +326,41 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
         round(time.monotonic() - started, 2),
         f"{inputs.pin.build} ({inputs.pin.commit})",
     )
+
+
+def gate_engine(
+    cfg: Config,
+    root: Path,
+    pin: Pin,
+    candidate: Path,
+    baseline: Path | None,
+    say: Callable[[str], None],
+    *,
+    checks: list[Check] | None = None,
+    suite_path: Path | None = None,
+    perf_mode: str | None = None,
+) -> Verdict:
+    """Fetch the model, load the suite, and gate one engine (against a baseline if given)."""
+    from llamapin.fetch import Cache, client
+    from llamapin.gate.suite import load_suite
+    from llamapin.model import ensure_model, gguf_architecture
+
+    suite_path = suite_path or (root / cfg.gate.suite if cfg.gate.suite else None)
+    with client() as http:
+        model = ensure_model(
+            cfg.model, Cache(Path(cfg.cache_dir).expanduser()), cfg.engine.index_url, http, root
+        )
+    inputs = GateInputs(
+        candidate=candidate,
+        model=model,
+        suite=load_suite(suite_path),
+        cfg=cfg.gate,
+        pin=pin,
+        logs=root / ".llamapin" / "logs",
+        baseline=baseline,
+        model_arch=gguf_architecture(model),
+        checks=list(checks or []),
+        perf_mode=perf_mode or cfg.gate.perf.mode,
+        model_name=cfg.model.name,
+    )
+    return run_gate(inputs, say)
