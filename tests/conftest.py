@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,38 @@ def run_cli(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# --- the fake GitHub -------------------------------------------------------------------------
+
+ALL_GITHUB_CALLS: list[Any] = []
+
+
+@pytest.fixture(scope="session")
+def github_spec() -> Any:
+    from tests.fakes.openapi import Spec, fetch_spec
+
+    return Spec(fetch_spec(CACHE_DIR))
+
+
+@pytest.fixture
+def github(github_spec: Any) -> Iterator[Any]:
+    """A local GitHub; at teardown every response it sent must match GitHub's description."""
+    from tests.fakes.github import FakeGitHub
+
+    fake = FakeGitHub(github_spec)
+    yield fake
+    fake.close()
+    ALL_GITHUB_CALLS.extend(fake.calls)
+    problems = fake.invalid_responses()
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def never_merges() -> Iterator[None]:
+    """Over the whole test session, no call merged, approved, or enabled auto-merge."""
+    yield
+    from tests.fakes.github import FakeGitHub
+
+    bad = [c for c in ALL_GITHUB_CALLS if FakeGitHub.is_forbidden(c)]
+    assert not bad, f"forbidden GitHub calls: {[c.line for c in bad]}"

@@ -449,9 +449,12 @@ def run_check(up: Upstream, now: datetime) -> Decision:
     up.say(f"{len(builds)} upstream build(s) newer than {up.pin.build}")
     missing = {b.number: up.missing(b) for b in builds}
     screened = screen(builds, missing, now, cfg.cooldown_days)
-    return decide(
+    decision = decide(
         up.pin, screened, cfg.cooldown_days, up.relevance, up.added_archs, cfg.watch_archs
     )
+    if decision.target is not None and cfg.feed == "github":
+        up.commit_of(decision.target)  # a moved tag stops the bump here, with both commits
+    return decision
 
 
 def decision_dict(d: Decision, pin: Pin, cooldown: float) -> dict[str, Any]:

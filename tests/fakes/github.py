@@ -1,0 +1,547 @@
+"""A local GitHub: the REST endpoints llamapin uses, shaped by GitHub's OpenAPI description.
+
+Responses start from the description's own examples with the fields that matter
+overridden; requests are validated against the described request bodies (a bad
+one gets GitHub's 422). Pagination (Link), conditional requests (ETag / 304),
+401 for a wrong token and 403 for an exhausted rate limit behave as GitHub's do.
+Every call is recorded, so a test can assert what was, and was never, called.
+
+It is the one stand-in the project allows: GitHub's API itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import re
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.openapi import Spec
+
+API = "/api/v3"
+FORBIDDEN = (
+    re.compile(r"^PUT /repos/[^/]+/[^/]+/pulls/\d+/merge$"),
+    re.compile(r"^POST /repos/[^/]+/[^/]+/pulls/\d+/reviews$"),
+    re.compile(r"^PUT /repos/[^/]+/[^/]+/pulls/\d+/reviews/\d+/events$"),
+    re.compile(r"^POST /graphql$"),
+    re.compile(r"^PUT /repos/[^/]+/[^/]+/automerge$"),
+)
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    status: int
+    response: Any
+    authorization: str | None
+
+    @property
+    def line(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Repo:
+    full_name: str
+    default_branch: str = "main"
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    tag_objects: dict[str, dict[str, str]] = field(default_factory=dict)
+    compares: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    bare: Path | None = None
+    next_number: int = 1
+
+
+def stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeGitHub:
+    def __init__(self, spec: Spec, token: str | None = None) -> None:
+        self.spec: Spec = spec
+        self.token = token
+        self.repos: dict[str, Repo] = {}
+        self.calls: list[Call] = []
+        self.downloads: dict[str, bytes] = {}
+        self.rate_limited = False
+        self.ids = 1000
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _serve(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, headers, payload = fake.handle(
+                    method, self.path, dict(self.headers.items()), raw
+                )
+                data = b"" if payload is None else payload
+                if not isinstance(payload, bytes) and payload is not None:
+                    data = json.dumps(payload).encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+            def do_PATCH(self) -> None:
+                self._serve("PATCH")
+
+            def do_PUT(self) -> None:
+                self._serve("PUT")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    # --- addresses -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def api(self) -> str:
+        return self.url + API
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # --- fixtures --------------------------------------------------------------------------
+
+    def repo(self, full_name: str, **kw: Any) -> Repo:
+        if full_name not in self.repos:
+            self.repos[full_name] = Repo(full_name, **kw)
+        return self.repos[full_name]
+
+    def _id(self) -> int:
+        self.ids += 1
+        return self.ids
+
+    def add_release(
+        self,
+        full_name: str,
+        tag: str,
+        commit: str,
+        published: datetime,
+        assets: list[tuple[str, bytes, bool]] = (),  # type: ignore[assignment]
+        *,
+        tag_commit: str | None = None,
+        annotated: bool = False,
+        body: str = "",
+    ) -> dict[str, Any]:
+        """A release of ``tag`` at ``commit``; assets are (name, bytes, with_digest)."""
+        repo = self.repo(full_name)
+        item: dict[str, Any] = self.spec.example("release")
+        rid = self._id()
+        base = f"{self.api}/repos/{full_name}"
+        item.update(
+            url=f"{base}/releases/{rid}",
+            html_url=f"{self.url}/{full_name}/releases/tag/{tag}",
+            assets_url=f"{base}/releases/{rid}/assets",
+            upload_url=f"{self.url}/uploads/{full_name}/releases/{rid}/assets{{?name,label}}",
+            tarball_url=f"{base}/tarball/{tag}",
+            zipball_url=f"{base}/zipball/{tag}",
+            id=rid,
+            tag_name=tag,
+            target_commitish=commit,
+            name=tag,
+            body=body,
+            draft=False,
+            prerelease=False,
+            created_at=stamp(published),
+            published_at=stamp(published),
+        )
+        item["assets"] = []
+        for name, data, with_digest in assets:
+            asset = self.spec.example("release")["assets"][0]
+            path = f"/{full_name}/releases/download/{tag}/{name}"
+            self.downloads[path] = data
+            asset.update(
+                id=self._id(),
+                name=name,
+                size=len(data),
+                digest=f"sha256:{hashlib.sha256(data).hexdigest()}" if with_digest else None,
+                browser_download_url=self.url + path,
+                url=f"{base}/releases/assets/{rid}",
+                created_at=stamp(published),
+                updated_at=stamp(published),
+            )
+            item["assets"].append(asset)
+        repo.releases.append(item)
+        repo.releases.sort(key=lambda r: r["created_at"], reverse=True)
+        points_at = tag_commit or commit
+        if annotated:
+            tag_sha = hashlib.sha1(f"tag {tag}".encode(), usedforsecurity=False).hexdigest()
+            repo.tag_objects[tag_sha] = {"type": "commit", "sha": points_at}
+            repo.tags[tag] = {"type": "tag", "sha": tag_sha}
+        else:
+            repo.tags[tag] = {"type": "commit", "sha": points_at}
+        return item
+
+    def add_compare(
+        self, full_name: str, base: str, head: str, subjects: list[str], files: list[str]
+    ) -> None:
+        self.repo(full_name).compares[f"{base}...{head}"] = {"subjects": subjects, "files": files}
+
+    def pr(self, full_name: str, number: int) -> dict[str, Any]:
+        return self.repos[full_name].pulls[number]
+
+    def open_prs(self, full_name: str) -> list[dict[str, Any]]:
+        return [p for p in self.repos[full_name].pulls.values() if p["state"] == "open"]
+
+    @staticmethod
+    def is_forbidden(call: Call) -> bool:
+        """Does this call merge, approve, or enable auto-merge?"""
+        body = json.dumps(call.body or {})
+        return (
+            any(f.match(call.line) for f in FORBIDDEN)
+            or "auto_merge" in body
+            or "APPROVE" in body
+            or "enablePullRequestAutoMerge" in body
+        )
+
+    def forbidden_calls(self) -> list[Call]:
+        return [c for c in self.calls if self.is_forbidden(c)]
+
+    def invalid_responses(self) -> list[str]:
+        """Every recorded response that does not match GitHub's published description."""
+        problems = []
+        for call in self.calls:
+            if call.status == 304 or not call.path.startswith("/repos"):
+                continue
+            for err in self.spec.response_errors(
+                call.method, call.path, call.status, call.response
+            ):
+                problems.append(f"{call.line} -> {call.status}: {err}")
+        return problems
+
+    # --- the server side -----------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, str], Any]:
+        parts = urlsplit(target)
+        if not parts.path.startswith(API + "/"):
+            data = self.downloads.get(parts.path)
+            if method != "GET" or data is None:
+                return 404, {}, b"Not Found"
+            return 200, {"Content-Type": "application/octet-stream"}, data
+        path = parts.path[len(API) :]
+        query = parse_qs(parts.query)
+        body = json.loads(raw) if raw else None
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization")
+        status, out_headers, payload = self._api(method, path, query, body, auth, headers)
+        self.calls.append(Call(method, path, query, body, status, payload, auth))
+        return status, {"Content-Type": "application/json; charset=utf-8", **out_headers}, payload
+
+    def _error(self, status: int, message: str) -> tuple[int, dict[str, str], Any]:
+        return status, {}, {"message": message, "documentation_url": "https://docs.github.com/rest"}
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        body: Any,
+        auth: str | None,
+        headers: dict[str, str],
+    ) -> tuple[int, dict[str, str], Any]:
+        if self.token is not None and auth != f"Bearer {self.token}":
+            return self._error(401, "Bad credentials")
+        if self.rate_limited:
+            status, _, payload = self._error(
+                403, "API rate limit exceeded for installation. (But here's the good news...)"
+            )
+            reset = int(datetime.now(UTC).timestamp()) + 1800
+            return (
+                status,
+                {
+                    "x-ratelimit-limit": "60",
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": str(reset),
+                },
+                payload,
+            )
+        line = f"{method} {path}"
+        if any(f.match(line) for f in FORBIDDEN):
+            return self._error(403, "llamapin must never call this endpoint")
+        if body is not None:
+            errors = self.spec.request_errors(method, path, body)
+            if errors:
+                return (
+                    422,
+                    {},
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {"resource": "Request", "code": "invalid", "message": e} for e in errors
+                        ],
+                        "documentation_url": "https://docs.github.com/rest",
+                    },
+                )
+        match = re.match(r"^/repos/([^/]+/[^/]+)(/.*)?$", path)
+        if not match or match.group(1) not in self.repos:
+            return self._error(404, "Not Found")
+        repo = self.repos[match.group(1)]
+        rest = match.group(2) or ""
+        inm = {k.lower(): v for k, v in headers.items()}.get("if-none-match")
+        return self._route(repo, method, rest, query, body, inm)
+
+    def _etagged(
+        self, payload: Any, inm: str | None, extra: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        etag = '"' + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest() + '"'
+        head = {"ETag": etag, **(extra or {})}
+        if inm == etag:
+            return 304, head, None
+        return 200, head, payload
+
+    def _route(
+        self,
+        repo: Repo,
+        method: str,
+        rest: str,
+        query: dict[str, list[str]],
+        body: Any,
+        inm: str | None,
+    ) -> tuple[int, dict[str, str], Any]:
+        base = f"{self.api}/repos/{repo.full_name}"
+        if method == "GET" and rest == "":
+            item = self.spec.example("full-repository")
+            item.update(
+                full_name=repo.full_name,
+                name=repo.full_name.split("/")[1],
+                default_branch=repo.default_branch,
+                has_discussions=False,  # required by the schema, missing from its example
+                url=base,
+            )
+            return self._etagged(item, inm)
+        if method == "GET" and rest == "/releases":
+            return self._page(repo.releases, query, f"{base}/releases", inm)
+        m = re.match(r"^/git/ref/tags/(.+)$", rest)
+        if method == "GET" and m:
+            obj = repo.tags.get(m.group(1))
+            if obj is None:
+                return self._error(404, "Not Found")
+            item = self.spec.example("git-ref")
+            item.update(ref=f"refs/tags/{m.group(1)}", url=f"{base}/git/refs/tags/{m.group(1)}")
+            item["object"] = {**obj, "url": f"{base}/git/objects/{obj['sha']}"}
+            return self._etagged(item, inm)
+        m = re.match(r"^/git/tags/([0-9a-f]{40})$", rest)
+        if method == "GET" and m:
+            target = repo.tag_objects.get(m.group(1))
+            if target is None:
+                return self._error(404, "Not Found")
+            item = self.spec.example("git-tag")
+            item.update(sha=m.group(1), url=f"{base}/git/tags/{m.group(1)}")
+            item["object"] = {**target, "url": f"{base}/git/commits/{target['sha']}"}
+            return self._etagged(item, inm)
+        m = re.match(r"^/compare/(.+)$", rest)
+        if method == "GET" and m:
+            return self._compare(repo, m.group(1), inm)
+        if rest == "/pulls" and method == "GET":
+            state = query.get("state", ["open"])[0]
+            want_base = query.get("base", [None])[0]
+            items = [
+                self._simple(p)
+                for p in sorted(repo.pulls.values(), key=lambda p: -int(p["number"]))
+                if (state == "all" or p["state"] == state)
+                and (want_base is None or p["base"]["ref"] == want_base)
+            ]
+            return self._page(items, query, f"{base}/pulls", inm)
+        if rest == "/pulls" and method == "POST":
+            return self._create_pull(repo, body)
+        m = re.match(r"^/pulls/(\d+)$", rest)
+        if m and method == "PATCH":
+            pr = repo.pulls.get(int(m.group(1)))
+            if pr is None:
+                return self._error(404, "Not Found")
+            for key in ("title", "body", "state"):
+                if key in body:
+                    pr[key] = body[key]
+            if body.get("state") == "closed":
+                pr["closed_at"] = stamp(datetime.now(UTC))
+            return 200, {}, pr
+        m = re.match(r"^/issues/(\d+)/labels$", rest)
+        if m and method == "POST":
+            pr = repo.pulls[int(m.group(1))]
+            names = [n for n in body["labels"] if n not in [x["name"] for x in pr["labels"]]]
+            for name in names:
+                label = self.spec.example("label-items")[0]
+                label.update(id=self._id(), name=name, default=False, url=f"{base}/labels/{name}")
+                pr["labels"].append(label)
+            return 200, {}, pr["labels"]
+        m = re.match(r"^/pulls/(\d+)/requested_reviewers$", rest)
+        if m and method == "POST":
+            pr = repo.pulls[int(m.group(1))]
+            for login in body.get("reviewers", []):
+                user = self.spec.example("pull-request")["user"]
+                user["login"] = login
+                pr["requested_reviewers"].append(user)
+            return 201, {}, self._simple(pr)
+        m = re.match(r"^/issues/(\d+)/comments$", rest)
+        if m and method == "POST":
+            comment = self.spec.example("issue-comment")
+            comment.update(
+                id=self._id(), body=body["body"], issue_url=f"{base}/issues/{m.group(1)}"
+            )
+            repo.comments.append({"number": int(m.group(1)), **comment})
+            return 201, {}, comment
+        m = re.match(r"^/statuses/([0-9a-f]{40})$", rest)
+        if m and method == "POST":
+            status = self.spec.example("status")
+            status.update(
+                id=self._id(),
+                state=body["state"],
+                context=body.get("context", "default"),
+                description=body.get("description"),
+                target_url=body.get("target_url"),
+            )
+            repo.statuses.append({"sha": m.group(1), **status})
+            return 201, {}, status
+        return self._error(404, "Not Found")
+
+    def _page(
+        self, items: list[dict[str, Any]], query: dict[str, list[str]], url: str, inm: str | None
+    ) -> tuple[int, dict[str, str], Any]:
+        per_page = min(100, int(query.get("per_page", ["30"])[0]))
+        page = int(query.get("page", ["1"])[0])
+        chunk = items[(page - 1) * per_page : page * per_page]
+        extra = {}
+        if page * per_page < len(items):
+            rest = "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()) if k not in ("page",))
+            extra["Link"] = f'<{url}?{rest}&page={page + 1}>; rel="next"'
+        return self._etagged(chunk, inm, extra)
+
+    def _compare(
+        self, repo: Repo, basehead: str, inm: str | None
+    ) -> tuple[int, dict[str, str], Any]:
+        data = repo.compares.get(basehead)
+        if data is None:
+            return self._error(404, "Not Found")
+        item = self.spec.example("commit-comparison")
+        commit_example = item["commits"][0]
+        commits = []
+        for i, subject in enumerate(data["subjects"]):
+            entry = json.loads(json.dumps(commit_example))
+            sha = hashlib.sha1(f"{basehead} {i}".encode(), usedforsecurity=False).hexdigest()
+            entry["sha"] = sha
+            entry["commit"]["message"] = subject + "\n\nupstream commit body"
+            commits.append(entry)
+        file_example = item["files"][0]
+        files = [{**file_example, "filename": name, "status": "modified"} for name in data["files"]]
+        item.update(
+            status="ahead",
+            ahead_by=len(commits),
+            behind_by=0,
+            total_commits=len(commits),
+            commits=commits,
+            files=files,
+        )
+        return self._etagged(item, inm)
+
+    def _branch_exists(self, repo: Repo, branch: str) -> bool:
+        if repo.bare is None:
+            return True
+        proc = subprocess.run(
+            ["git", "--git-dir", str(repo.bare), "rev-parse", "--verify", f"refs/heads/{branch}"],
+            capture_output=True,
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def _create_pull(self, repo: Repo, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        head, base_ref = body["head"], body["base"]
+        if not self._branch_exists(repo, head):
+            return (
+                422,
+                {},
+                {
+                    "message": "Validation Failed",
+                    "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}],
+                    "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                },
+            )
+        if any(p["head"]["ref"] == head and p["state"] == "open" for p in repo.pulls.values()):
+            return (
+                422,
+                {},
+                {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": f"A pull request already exists for {head}.",
+                        }
+                    ],
+                    "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                },
+            )
+        number = repo.next_number
+        repo.next_number += 1
+        pr = self.spec.example("pull-request")
+        base = f"{self.api}/repos/{repo.full_name}"
+        pr.update(
+            id=self._id(),
+            number=number,
+            title=body["title"],
+            body=body.get("body"),
+            draft=bool(body.get("draft", False)),
+            state="open",
+            merged=False,
+            merged_at=None,
+            merged_by=None,
+            closed_at=None,
+            auto_merge=None,
+            labels=[],
+            requested_reviewers=[],
+            maintainer_can_modify=bool(body.get("maintainer_can_modify", True)),
+            url=f"{base}/pulls/{number}",
+            html_url=f"{self.url}/{repo.full_name}/pull/{number}",
+        )
+        pr["head"] = {**pr["head"], "ref": head, "label": f"{repo.full_name.split('/')[0]}:{head}"}
+        pr["base"] = {**pr["base"], "ref": base_ref}
+        if repo.bare is not None:
+            pr["head"]["sha"] = subprocess.run(
+                ["git", "--git-dir", str(repo.bare), "rev-parse", f"refs/heads/{head}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        repo.pulls[number] = pr
+        return 201, {"Location": pr["url"]}, pr
+
+    def _simple(self, pr: dict[str, Any]) -> dict[str, Any]:
+        simple: dict[str, Any] = self.spec.example("pull-request-simple")
+        for key in simple:
+            if key in pr:
+                simple[key] = pr[key]
+        return simple
