@@ -164,9 +164,12 @@ def read_lock(path: Path) -> Pin:
     return pin_from_dict(data, str(path))
 
 
+def lock_text(pin: Pin) -> str:
+    return LOCK_HEADER + tomli_w.dumps(pin_to_dict(validate(pin)))
+
+
 def write_lock(path: Path, pin: Pin) -> None:
-    validate(pin)
-    text = LOCK_HEADER + tomli_w.dumps(pin_to_dict(pin))
+    text = lock_text(pin)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -19,7 +19,7 @@ import pytest
 from llamapin.pin import Asset, Pin
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
-from tests.integration.test_ensure import CACHE, project
+from tests.integration.test_ensure import project
 
 LLAMA = "ggml-org/llama.cpp"
 APP = "acme/app"
@@ -184,7 +184,9 @@ def test_check_refuses_moved_tags(tmp_path: Path, github: FakeGitHub, run_cli: A
         )
         res = run_cli("--root", str(root), "check")
         assert res.code == 2
-        assert error_line(res).startswith("error: the pinned tag b10068 now points at another commit")
+        assert error_line(res).startswith(
+            "error: the pinned tag b10068 now points at another commit"
+        )
         assert f"llamapin.lock says {COMMIT_10068}, the tag points at {'e' * 40}" in res.err
     finally:
         moved.close()
@@ -230,7 +232,7 @@ def test_github_errors_are_one_clear_line_and_never_show_the_token(
         tmp_path / "app", SOURCE_PIN, engine={"source": "source"}, upstream=upstream_cfg(github)
     )
     releases(github, [10069])
-    github.token = "the-right-token"
+    github.token = "the-right-token"  # noqa: S105 (a test value)
     monkeypatch.setenv("GITHUB_TOKEN", secret)
     res = run_cli("--root", str(root), "check")
     assert res.code == 2 and error_line(res).startswith("error: GitHub rejected the token: ")
@@ -286,18 +288,16 @@ def app_repo(tmp_path: Path, github: FakeGitHub, **sections: Any) -> tuple[Path,
     bare = tmp_path / "remote.git"
     subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(bare)], check=True)
     root = tmp_path / "app"
-    project(
-        root,
-        SOURCE_PIN,
-        engine={"source": "source"},
-        upstream=upstream_cfg(github),
-        forge={"api_url": github.api, "repo": APP},
-        locators=[
+    config: dict[str, Any] = {
+        "engine": {"source": "source"},
+        "upstream": upstream_cfg(github),
+        "forge": {"api_url": github.api, "repo": APP},
+        "locators": [
             {"file": "src/engine.ts", "field": "build", "regex": r'LLAMA_BUILD = "(b\d+)"'},
             {"file": "src/engine.ts", "field": "commit", "regex": r'LLAMA_COMMIT = "([0-9a-f]+)"'},
         ],
-        **sections,
-    )
+    }
+    project(root, SOURCE_PIN, **{**config, **sections})
     (root / "src").mkdir()
     (root / "src/engine.ts").write_text(ENGINE_TS.replace("{commit}", COMMIT_10068))
     (root / ".gitignore").write_text(".llamapin/\n")
@@ -356,7 +356,12 @@ def test_bump_opens_one_reviewable_pr_and_a_second_run_opens_nothing(
     secret = "ghp_" + "T0k3nN0tF0rPr1nt" * 2
     github.token = secret
     monkeypatch.setenv("GITHUB_TOKEN", secret)
-    root, bare = app_repo(tmp_path, github, gate={"perf": {"max_pairs": 12, "budget_s": 60}})
+    root, bare = app_repo(
+        tmp_path,
+        github,
+        gate={"perf": {"max_pairs": 12, "budget_s": 60}},
+        forge={"api_url": github.api, "repo": APP, "reviewers": ["octocat"]},
+    )
     releases(github, [10069, 10075, 10078, 10088])
     # An older bump PR that the new one supersedes.
     git(root, "push", "--quiet", "origin", "main:refs/heads/llamapin/bump-b10075")
@@ -384,6 +389,7 @@ def test_bump_opens_one_reviewable_pr_and_a_second_run_opens_nothing(
     assert "## llamapin gate:" in body  # the real gate report
     assert pr["draft"] == (result["verdict"] != "pass")
     assert [lbl["name"] for lbl in pr["labels"]] == ["engine-bump", "do-not-automerge"]
+    assert [u["login"] for u in pr["requested_reviewers"]] == ["octocat"]
     # upstream text is inert: no mention, no HTML, no image, no link
     hostile = next(x for x in body.splitlines() if "thanks" in x)
     assert "@octocat" not in hostile and "<img" not in hostile and "](" not in hostile
@@ -416,3 +422,53 @@ def test_bump_opens_one_reviewable_pr_and_a_second_run_opens_nothing(
     assert git(bare, "rev-parse", "refs/heads/llamapin/bump-b10088") == tip
     assert len(github.open_prs(APP)) == 1
     assert not github.forbidden_calls()
+
+
+@pytest.mark.engine
+def test_a_failing_gate_opens_a_draft_and_updates_in_place(
+    tmp_path: Path, github: FakeGitHub, run_cli: Any
+) -> None:
+    from llamapin.config import load_config
+    from llamapin.upstream.bump import worktree_path
+
+    root, _ = app_repo(
+        tmp_path,
+        github,
+        gate={"server_args": ["--no-such-llama-flag"]},  # the engine will not start
+        forge={"api_url": github.api, "repo": APP, "labels": []},
+        bundle={"frameworks_file": "tauri.conf.json"},
+    )
+    (root / "tauri.conf.json").write_text(
+        json.dumps({"bundle": {"macOS": {"frameworks": ["libllama.so", "libold.so"]}}})
+    )
+    git(root, "add", "tauri.conf.json")
+    git(root, "commit", "--quiet", "-m", "frameworks")
+    git(root, "push", "--quiet", "origin", "main")
+    releases(github, [10088])
+    stale = worktree_path(load_config(root), root, "llamapin/bump-b10088")
+    (stale / "leftover").mkdir(parents=True)  # a crashed earlier run
+    res = run_cli("--root", str(root), "bump", "--now", LATER, "--json")
+    assert res.code == 0, res.err
+    result = json.loads(res.out)
+    assert result["action"] == "opened" and result["verdict"] == "fail" and result["draft"]
+    pr = github.pr(APP, result["pr"])
+    assert pr["draft"] is True and pr["labels"] == []
+    assert "**Gate: FAIL**: engine: " in pr["body"]
+    assert "**Remediation**: in `tauri.conf.json`, `bundle.macOS.frameworks`:" in pr["body"]
+    assert "- remove `libold.so`" in pr["body"] and "- add `libggml.so`" in pr["body"]
+    assert not stale.exists()
+    # Someone marks it ready; an earlier llamapin run had pinned other bytes on the branch.
+    pr["draft"] = False
+    git(root, "fetch", "--quiet", "origin", "llamapin/bump-b10088")
+    git(root, "checkout", "--quiet", "-b", "older", "FETCH_HEAD")
+    with (root / "llamapin.lock").open("a") as lock:
+        lock.write("# pinned by an earlier run\n")
+    git(root, "commit", "--quiet", "-am", "chore(engine): older bump\n\nLlamapin-Bump: b10088")
+    git(root, "push", "--quiet", "--force", "origin", "older:llamapin/bump-b10088")
+    git(root, "checkout", "--quiet", "main")
+    res = run_cli("--root", str(root), "bump", "--now", LATER, "--json")
+    assert res.code == 0, res.err
+    again = json.loads(res.out)
+    assert again["action"] == "updated" and again["pr"] == result["pr"]
+    assert github.pr(APP, result["pr"])["body"].startswith("> **The gate now fails")
+    assert len(github.open_prs(APP)) == 1

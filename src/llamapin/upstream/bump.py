@@ -26,7 +26,7 @@ from llamapin.engine.bundle import drift
 from llamapin.engine.ensure import EnsureResult, ensure
 from llamapin.errors import ConfigError, ForgeError
 from llamapin.gate.verdict import Check, Verdict
-from llamapin.pin import Pin, write_locators, write_lock
+from llamapin.pin import Pin, lock_text, write_locators, write_lock
 from llamapin.upstream.changes import sanitize
 from llamapin.upstream.check import Decision, Summary, Upstream, run_check, summarize
 from llamapin.upstream.github import GitHub, redact
@@ -327,14 +327,17 @@ def run_bump(
             )
     prs = forge.open_prs(base)
     mine = next((p for p in prs if p["head"]["ref"] == branch), None)
-    if existing_sha is not None and mine is not None:
-        return BumpResult(
-            "up-to-date",
-            f"PR #{mine['number']} already proposes {target.tag}; nothing changed",
-            int(mine["number"]),
-            str(mine["html_url"]),
-        )
     new_pin, notes = up.candidate_pin(target)
+    if mine is not None and existing_sha is not None:
+        proposed = forge.git("show", f"refs/llamapin/{branch}:{cfg.lock}", check=False)
+        if proposed == lock_text(new_pin):
+            return BumpResult(
+                "up-to-date",
+                f"PR #{mine['number']} already proposes {target.tag}; nothing changed",
+                int(mine["number"]),
+                str(mine["html_url"]),
+            )
+        say(f"PR #{mine['number']} proposes an older pin of {target.tag}: updating it in place")
     summary = summarize(up, new_pin, decision.relevance)
     wt = worktree_path(cfg, root, branch)
     forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{base}:refs/llamapin/base")
@@ -383,6 +386,11 @@ def run_bump(
         shutil.rmtree(wt, ignore_errors=True)
     body = pr_body(pin, new_pin, decision, summary, closure_markdown(change, cfg), verdict, notes)
     draft = verdict.outcome != "pass"
+    if draft and mine is not None and not mine.get("draft"):
+        body = (
+            "> **The gate now fails for this update.** Mark this PR as a draft, or close it.\n\n"
+            + body
+        )
     title = pr_title(pin, new_pin)
     if mine is None:
         pr = forge.gh.post(

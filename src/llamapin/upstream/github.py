@@ -169,17 +169,14 @@ class GitHub:
             detail=redact(errors, self.token),
         )
 
-    def _once(
-        self, method: str, url: str, body: Any, params: dict[str, Any] | None
-    ) -> httpx.Response:
-        cached = self.etags.entries.get(url) if method == "GET" and not params else None
+    def _once(self, method: str, url: str, body: Any) -> httpx.Response:
+        cached = self.etags.entries.get(url) if method == "GET" else None
         try:
             response = self.http.request(
                 method,
                 url,
                 headers=self._headers(cached["etag"] if cached else None),
                 json=body,
-                params=params,
             )
         except httpx.TransportError as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
@@ -188,13 +185,7 @@ class GitHub:
             raise _Transient(f"HTTP {response.status_code}")
         return response
 
-    def page(
-        self,
-        method: str,
-        path_or_url: str,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-    ) -> Page:
+    def page(self, method: str, path_or_url: str, body: Any = None) -> Page:
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
@@ -204,7 +195,7 @@ class GitHub:
         try:
             for attempt in retrying:
                 with attempt:
-                    response = self._once(method, url, body, params)
+                    response = self._once(method, url, body)
         except RetryError as exc:
             raise ForgeError(
                 "cannot reach GitHub's API",
@@ -222,12 +213,12 @@ class GitHub:
             raise self._fail(method, url, response)
         data = response.json() if response.content else None
         etag = response.headers.get("etag")
-        if method == "GET" and etag and not params:
+        if method == "GET" and etag:
             self.etags.entries[url] = {"etag": etag, "body": data, "next": next_url}
         return Page(data, next_url, False)
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return self.page("GET", path, params=params).data
+    def get(self, path: str) -> Any:
+        return self.page("GET", path).data
 
     def post(self, path: str, body: Any) -> Any:
         return self.page("POST", path, body).data
