@@ -23,7 +23,7 @@ HELP = """llamapin keeps a bundled llama.cpp llama-server pinned, current and pr
   verify   re-check an installed bundle against its manifest
   locators check (or --write) the pin values kept in other project files
   drift    compare the bundle's libraries with a declared list (tauri.conf.json)
-  init     write the gate workflow into the project
+  init     write the gate and bump workflows into the project
   archs    list the model architectures a build supports
   check-model  does the pinned engine support a GGUF model's architecture?
   check    is there an upstream build worth adopting? (decision and reasons)
@@ -313,7 +313,7 @@ def drift(state: State) -> None:
     click.echo(f"ok: {len(node)} listed libraries match the closure")
 
 
-@cli.command(help="Write the gate workflow into this project (.github/workflows).")
+@cli.command(help="Write the gate and bump workflows into this project (.github/workflows).")
 @click.option("--force", is_flag=True, help="Replace workflow files that were edited.")
 @click.option(
     "--install",
@@ -325,11 +325,17 @@ def drift(state: State) -> None:
 @click.pass_obj
 def init(state: State, force: bool, install: str, default_branch: str) -> None:
     from llamapin.config import host_platform
-    from llamapin.workflows import GATE_PATH, apply, plan, render_gate
+    from llamapin.workflows import BUMP_PATH, GATE_PATH, apply, plan, render
 
     cfg = state.config
     platform = host_platform() if cfg.engine.platform == "auto" else cfg.engine.platform
-    planned = plan(state.root, {GATE_PATH: render_gate(platform, install, default_branch)})
+    planned = plan(
+        state.root,
+        {
+            GATE_PATH: render("gate", platform, install, default_branch),
+            BUMP_PATH: render("bump", platform, install, default_branch),
+        },
+    )
     for line in apply(state.root, planned, force):
         click.echo(line)
 

