@@ -479,10 +479,8 @@ def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -
     import dataclasses
     import os
 
-    from llamapin.errors import EngineError
     from llamapin.fetch import client
     from llamapin.gate.run import gate_engine
-    from llamapin.gate.verdict import engine_failed
     from llamapin.upstream.bump import bundle_check, forge_for, run_bump
 
     cfg = state.config
@@ -491,12 +489,8 @@ def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -
 
     def gate(c: Config, wt: Path, new: Pin, cand: Any, base: Any) -> Any:
         say(f"gate {new.build} against {pin.build}")
-        try:
-            return gate_engine(
-                c, wt, new, cand.binary, base.binary, say, checks=[bundle_check(cand)]
-            )
-        except EngineError as exc:  # the candidate would not run: a failed gate, not a crash
-            return engine_failed(new.build, c.model.name, c.gate.suite or "built-in", exc.line())
+        # An engine that will not start is a failed gate (a verdict), not an exception.
+        return gate_engine(c, wt, new, cand.binary, base.binary, say, checks=[bundle_check(cand)])
 
     forge = forge_for(cfg, state.root, os.environ.get(cfg.forge.token_env) or None)
     with client() as http, forge.gh.http:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from llamapin.errors import ConfigError
 from llamapin.pin import Asset, Pin
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
@@ -453,7 +454,7 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
     assert result["action"] == "opened" and result["verdict"] == "fail" and result["draft"]
     pr = github.pr(APP, result["pr"])
     assert pr["draft"] is True and pr["labels"] == []
-    assert "**Gate: FAIL**: engine: " in pr["body"]
+    assert "**Gate: FAIL**: engine:" in pr["body"]
     assert "**Remediation**: in `tauri.conf.json`, `bundle.macOS.frameworks`:" in pr["body"]
     assert "- remove `libold.so`" in pr["body"] and "- add `libggml.so`" in pr["body"]
     assert not stale.exists()
@@ -472,3 +473,66 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
     assert again["action"] == "updated" and again["pr"] == result["pr"]
     assert github.pr(APP, result["pr"])["body"].startswith("> **The gate now fails")
     assert len(github.open_prs(APP)) == 1
+
+
+def test_check_with_release_assets_and_the_compare_api(
+    tmp_path: Path, github: FakeGitHub, run_cli: Any
+) -> None:
+    """b10092 has no sdist on the index: its changes come from GitHub's compare API."""
+    pin = Pin(
+        "b10068", COMMIT_10068, {"linux-x64": Asset("llama-b10068-bin-ubuntu-x64.zip", "0" * 64)}
+    )
+    upstream = upstream_cfg(github, watch_archs=["*"])
+    engine = {"source": "release", "platform": "linux-x64", "package": "llamapin-no-such-package"}
+    root = project(tmp_path / "app", pin, engine=engine, upstream=upstream)
+    github.add_release(LLAMA, "b10068", COMMIT_10068, when(PUBLISHED[10068]))
+    zip_name = "llama-b10092-bin-ubuntu-x64.zip"
+    github.add_release(
+        LLAMA, "b10092", commit_of(10092), when("2026-07-23T14:00:00Z"), [(zip_name, b"zip", True)]
+    )
+    draft = github.add_release(LLAMA, "b10093", commit_of(10093), when("2026-07-23T15:00:00Z"))
+    draft["draft"] = True
+    del github.repos[LLAMA].releases[-1]  # the pinned release is gone; its tag stays
+    noise = ["docs/build.md", ".github/workflows/release.yml"]
+    github.add_compare(LLAMA, COMMIT_10068, commit_of(10092), SUBJECTS, noise)
+    _, out = check(run_cli, root, "2026-07-24T00:00:00Z")
+    # watched: any new architecture, but b10092's architectures cannot be read (no source)
+    assert out["decision"] == "none" and "inside the 3-day cooldown" in out["reason"]
+    _, out = check(run_cli, root)
+    assert out["decision"] == "none"
+    assert out["relevance"]["noise"] == {"ci": 1, "docs": 1}
+    github.add_compare(LLAMA, COMMIT_10068, commit_of(10092), SUBJECTS, ["x"] * 300)
+    _, out = check(run_cli, root)
+    assert out["decision"] == "bump" and out["target"] == "b10092"
+    assert out["reason"].endswith("its changes could not be listed, so it counts as relevant")
+    tree = "d" * 40
+    github.repos[LLAMA].tags["b10092"] = {"type": "tag", "sha": tree}
+    github.repos[LLAMA].tag_objects[tree] = {"type": "tree", "sha": "c" * 40}
+    res = run_cli("--root", str(root), "check", "--now", LATER)
+    assert res.code == 2
+    assert error_line(res).startswith("error: tag b10092 does not point at a commit: ")
+
+
+def test_bump_needs_a_reachable_remote_and_a_repository(
+    tmp_path: Path, github: FakeGitHub, run_cli: Any
+) -> None:
+    from llamapin.config import load_config
+    from llamapin.upstream.bump import forge_for
+
+    root, _ = app_repo(
+        tmp_path,
+        github,
+        forge={"api_url": github.api, "repo": APP, "remote": "nowhere", "base": "main"},
+    )
+    releases(github, [10088])
+    res = run_cli("--root", str(root), "bump", "--now", LATER)
+    assert res.code == 2
+    assert error_line(res).startswith("error: git ls-remote failed: fatal: 'nowhere' does not")
+    git(root, "remote", "add", "hub", "https://github.com/acme/app.git")
+    cfg = load_config(root).model_copy(
+        update={"forge": load_config(root).forge.model_copy(update={"repo": None, "remote": "hub"})}
+    )
+    assert forge_for(cfg, root, None).gh.repo == "acme/app"
+    cfg = cfg.model_copy(update={"forge": cfg.forge.model_copy(update={"remote": "origin"})})
+    with pytest.raises(ConfigError, match="no repository to open the pull request in"):
+        forge_for(cfg, root, None)

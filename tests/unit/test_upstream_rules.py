@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from llamapin.config import Config
 from llamapin.errors import ConfigError
 from llamapin.fetch import IndexFile
-from llamapin.gate.verdict import engine_failed
+from llamapin.gate.verdict import Check, PerfReport, Verdict
 from llamapin.pin import Asset, Pin
 from llamapin.upstream import bump as bp
 from llamapin.upstream.changes import (
@@ -275,7 +275,18 @@ def test_closure_and_body_rendering(tmp_path: Path) -> None:
     gone = bp.closure_markdown(bp.closure_change(["a.so", "c.so"], ["a.so"], None), cfg)
     assert "- library no longer needed: `c.so`" in gone
     summary = Summary("https://x/compare/a...b", 3, {"server": ["server : x"]}, None, None, [], [])
-    verdict = engine_failed("b101", "m.gguf", "built-in", "llama-server exited at start")
+    verdict = Verdict(
+        "fail",
+        ["llama-server exited at start"],
+        [Check("engine", "fail", "llama-server exited at start")],
+        [],
+        [],
+        PerfReport("off", "skip", "not run"),
+        "m.gguf",
+        "built-in",
+        0.0,
+        "b101",
+    )
     new = Pin("b101", "b" * 40, {"source": Asset("s.tar.gz", "1" * 64, 10)})
     decision = decide(PIN, screen([b(101, 5)], {}, NOW, 3.0), 3.0, lambda _: None, lambda _: [], [])
     body = bp.pr_body(PIN, new, decision, summary, "closure", verdict, ["dropped asset 'x': gone"])
@@ -299,3 +310,41 @@ def test_declared_frameworks(tmp_path: Path) -> None:
     assert bp._declared(cfg, tmp_path) is None  # not a list
     (tmp_path / "t.json").write_text(json.dumps({"bundle": {"macOS": {"frameworks": ["a"]}}}))
     assert bp._declared(cfg, tmp_path) == ["a"]
+
+
+def test_git_failure_without_a_message(tmp_path: Path) -> None:
+    import subprocess
+
+    from llamapin.errors import ForgeError
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(ForgeError, match="git rev-parse failed: exit status 1"):
+        bp.git(["rev-parse", "--verify", "-q", "no-such-ref"], tmp_path)
+
+
+def test_source_archives_that_are_not_llama_cpp(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from llamapin.errors import BinaryFormatError
+    from llamapin.upstream.changes import changed_paths
+
+    def sdist(name: str, files: dict[str, bytes]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in files.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    old = sdist("a.tar.gz", {"p-1/llama.cpp/src/a.cpp": b"1", "p-1/PKG-INFO": b"x"})
+    new = sdist("b.tar.gz", {"p-2/llama.cpp/src/a.cpp": b"2", "p-2/llama.cpp/docs/n.md": b"n"})
+    assert changed_paths(old, new) == ["docs/n.md", "src/a.cpp"]
+    empty = sdist("c.tar.gz", {"p-3/README": b"no tree"})
+    with pytest.raises(BinaryFormatError, match=r"c\.tar\.gz holds no llama\.cpp tree"):
+        changed_paths(old, empty)
+    cut = tmp_path / "d.tar.gz"
+    cut.write_bytes(old.read_bytes()[:40])
+    with pytest.raises(BinaryFormatError, match=r"cannot read d\.tar\.gz"):
+        changed_paths(cut, new)

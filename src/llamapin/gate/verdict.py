@@ -102,19 +102,3 @@ def decide(
     if perf.status == "inconclusive":
         return "inconclusive", [f"performance: {perf.reason}"]
     return "pass", []
-
-
-def engine_failed(pin: str, model: str, suite: str, reason: str) -> Verdict:
-    """The verdict when the candidate engine could not be run at all."""
-    return Verdict(
-        outcome="fail",
-        reasons=[reason],
-        checks=[Check("engine", "fail", reason)],
-        prompts=[],
-        engines=[],
-        perf=PerfReport("off", "skip", "the engine did not run"),
-        model=model,
-        suite=suite,
-        elapsed_s=0.0,
-        pin=pin,
-    )

@@ -38,10 +38,11 @@ TRAILER = "Llamapin-Bump"
 def git(args: list[str], cwd: Path, *, secret: str | None = None, check: bool = True) -> str:
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        first = next((x for x in lines if x.startswith(("fatal:", "error:"))), None)
         raise ForgeError(
             f"git {args[0]} failed",
-            redact(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "", secret)
-            or f"exit status {proc.returncode}",
+            redact((first or f"exit status {proc.returncode}").rstrip("."), secret),
             "Check the repository, the remote and its credentials",
             detail=redact(proc.stderr, secret),
         )
