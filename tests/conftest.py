@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +113,17 @@ def compile_so(
     return out
 
 
+STALL_S = 1.5
+
+
 @dataclass
 class Route:
     body: bytes = b""
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     script: list[str] = field(default_factory=list)
-    """Behaviours consumed one per request: 'ok', '500', '429', 'reset', 'short', 'lie'."""
+    """Behaviours consumed one per request: 'ok', '500', '429', 'reset', 'stall', 'short',
+    'lie'."""
     hits: int = 0
 
 
@@ -140,6 +145,14 @@ class FileServer:
                 step = route.script.pop(0) if route.script else "ok"
                 if step in ("500", "429"):
                     self.send_error(int(step))
+                    return
+                if step == "stall":  # half the body, then silence longer than a read timeout
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    self.end_headers()
+                    self.wfile.write(route.body[: len(route.body) // 2])
+                    self.wfile.flush()
+                    time.sleep(STALL_S)
                     return
                 if step == "reset":
                     self.send_response(200)

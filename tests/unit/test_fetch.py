@@ -46,6 +46,19 @@ def test_gives_up_after_attempts(tmp_path: Path, served: FileServer) -> None:
     assert not list((tmp_path / "tmp").iterdir())
 
 
+def test_stalled_transfer_times_out_and_retries(tmp_path: Path, served: FileServer) -> None:
+    """A server that goes silent mid-body: the read timeout fires, the next attempt succeeds;
+    one that always stalls ends in a clear error with nothing left behind."""
+    url = served.add("/a.tar.gz", DATA, script=["stall"])
+    with client(timeout=0.5) as http:
+        path = download(url, SHA, Cache(tmp_path), http=http, wait_max=0.01)
+    assert path.read_bytes() == DATA
+    url = served.add("/b.tar.gz", DATA, script=["stall"] * 2)
+    with client(timeout=0.5) as http, pytest.raises(FetchError, match=r"ReadTimeout.*after 2"):
+        download(url, SHA, Cache(tmp_path / "c"), http=http, attempts=2, wait_max=0.01)
+    assert not list((tmp_path / "c" / "tmp").iterdir())
+
+
 def test_consistently_truncated_file_fails_the_hash(tmp_path: Path, served: FileServer) -> None:
     url = served.add("/a.tar.gz", DATA, script=["short"])
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
