@@ -36,6 +36,7 @@ MISSING_LIB = re.compile(
 UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
 LOAD_FAIL = re.compile(r"(error loading model[^\n]*|failed to load model[^\n]*)", re.IGNORECASE)
 BIND_FAIL = re.compile(r"couldn't bind|address already in use", re.IGNORECASE)
+PORT_TAKEN = "the port was taken before the engine could bind it"
 
 
 def diagnose_exit(returncode: int, log: str, model_arch: str | None) -> str:
@@ -61,7 +62,7 @@ def diagnose_exit(returncode: int, log: str, model_arch: str | None) -> str:
     if load:
         return f"the model failed to load ({load.group(1).strip()})"
     if BIND_FAIL.search(log):
-        return "the port was taken before the engine could bind it"
+        return PORT_TAKEN
     return f"the engine exited with code {returncode}"
 
 
@@ -86,6 +87,8 @@ class ServerSpec:
     health_timeout_s: float = 60.0
     model_arch: str | None = None
     label: str = "engine"
+    port: int | None = None  # None: a free loopback port
+    bind_attempts: int = 3
 
 
 class Server:
@@ -128,7 +131,20 @@ class Server:
             return ""
 
     def start(self) -> Server:
-        self.port = free_port()
+        """Start and wait for /health. A port taken between choosing it and the engine
+        binding it (another process won the race) is retried on a fresh port."""
+        port = self.spec.port
+        for _ in range(self.spec.bind_attempts - 1):
+            try:
+                return self._start_once(port)
+            except EngineError as exc:
+                if exc.why != PORT_TAKEN:
+                    raise
+                port = None
+        return self._start_once(port)
+
+    def _start_once(self, port: int | None) -> Server:
+        self.port = port or free_port()
         self.spec.log.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = self.spec.log.open("wb")
         started = time.monotonic()

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,6 +183,26 @@ def test_crash_mid_suite_and_health_deadline(tmp_path: Path, model: Path, bundle
         Server(ServerSpec(hang, model, tmp_path / "h.log", health_timeout_s=1)).start()
     with pytest.raises(EngineError, match="did not start"):
         Server(ServerSpec(tmp_path / "nope", model, tmp_path / "n.log")).start()
+    assert engine_pids() == before
+
+
+def test_port_taken_before_the_engine_binds_it(tmp_path: Path, model: Path, bundle: Path) -> None:
+    """A real race: another process holds the port; the engine fails to bind, llamapin
+    retries on a fresh port; with no retry left, the error names the cause."""
+    before = engine_pids()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        spec = ServerSpec(bundle / "llama-server", model, tmp_path / "p.log", port=taken)
+        with Server(spec) as server:
+            assert server.port != taken
+            assert server.get("/health")["status"] == "ok"
+        once = ServerSpec(
+            bundle / "llama-server", model, tmp_path / "q.log", port=taken, bind_attempts=1
+        )
+        with pytest.raises(EngineError, match="the port was taken before the engine could bind"):
+            Server(once).start()
     assert engine_pids() == before
 
 
