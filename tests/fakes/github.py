@@ -523,6 +523,7 @@ class FakeGitHub:
             auto_merge=None,
             labels=[],
             requested_reviewers=[],
+            requested_teams=[],  # the example's team lacks fields its schema requires
             maintainer_can_modify=bool(body.get("maintainer_can_modify", True)),
             url=f"{base}/pulls/{number}",
             html_url=f"{self.url}/{repo.full_name}/pull/{number}",

@@ -379,6 +379,7 @@ def test_bump_opens_one_reviewable_pr_and_a_second_run_opens_nothing(
     assert result["action"] == "opened" and result["superseded"] == [1]
     pr = github.pr(APP, result["pr"])
     body = pr["body"]
+    (tmp_path / "pr-body.md").write_text(body)  # for a person reading the test's output
     assert pr["head"]["ref"] == "llamapin/bump-b10088" and pr["base"]["ref"] == "main"
     assert pr["title"] == "chore(engine): bump llama.cpp b10068 -> b10088"
     assert f"| commit | `{COMMIT_10068}` | `{commit_of(10088)}` |" in body
@@ -440,7 +441,7 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
         bundle={"frameworks_file": "tauri.conf.json"},
     )
     (root / "tauri.conf.json").write_text(
-        json.dumps({"bundle": {"macOS": {"frameworks": ["libllama.so", "libold.so"]}}})
+        json.dumps({"bundle": {"macOS": {"frameworks": ["libllama.so.0", "libold.so"]}}})
     )
     git(root, "add", "tauri.conf.json")
     git(root, "commit", "--quiet", "-m", "frameworks")
@@ -456,7 +457,7 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
     assert pr["draft"] is True and pr["labels"] == []
     assert "**Gate: FAIL**: engine:" in pr["body"]
     assert "**Remediation**: in `tauri.conf.json`, `bundle.macOS.frameworks`:" in pr["body"]
-    assert "- remove `libold.so`" in pr["body"] and "- add `libggml.so`" in pr["body"]
+    assert "- remove `libold.so`" in pr["body"] and "- add `libggml.so.0`" in pr["body"]
     assert not stale.exists()
     # Someone marks it ready; an earlier llamapin run had pinned other bytes on the branch.
     pr["draft"] = False

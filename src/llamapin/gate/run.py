@@ -251,7 +251,8 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
                 Check(
                     "engine start",
                     "pass",
-                    f"healthy after {cand.load_time_s:.1f} s with {inputs.model.name}",
+                    f"healthy after {cand.load_time_s:.1f} s with "
+                    f"{inputs.model_name or inputs.model.name}",
                 )
             )
             info = engine_info("candidate", cand)

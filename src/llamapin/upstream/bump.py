@@ -435,7 +435,7 @@ def run_bump(
             {
                 "state": "success" if verdict.outcome == "pass" else "failure",
                 "context": cfg.forge.status_context,
-                "description": f"gate {verdict.outcome}: {verdict.reasons[0]}"[:140],
+                "description": "; ".join([f"gate {verdict.outcome}", *verdict.reasons])[:140],
             },
         )
     return BumpResult(
