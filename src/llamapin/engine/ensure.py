@@ -200,6 +200,13 @@ def _delegated(
             "Set ensure.output to the script's output directory",
         )
     out = root / cfg.ensure.output
+    with bnd.locked(out):  # two ensures must not run the script into one directory at once
+        return _delegated_locked(cfg, root, pin, key, out, say)
+
+
+def _delegated_locked(
+    cfg: Config, root: Path, pin: Pin, key: str, out: Path, say: Callable[[str], None]
+) -> EnsureResult:
     say(f"run the project's ensure command: {cfg.ensure.command}")
     _run_delegate(cfg, root, pin)
     binary = find_binary(out, cfg.engine.binary)
