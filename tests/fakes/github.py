@@ -150,13 +150,14 @@ class FakeGitHub:
         tag: str,
         commit: str,
         published: datetime,
-        assets: list[tuple[str, bytes, bool]] = (),  # type: ignore[assignment]
+        assets: list[tuple[str, bytes, bool | str]] = (),  # type: ignore[assignment]
         *,
         tag_commit: str | None = None,
         annotated: bool = False,
         body: str = "",
     ) -> dict[str, Any]:
-        """A release of ``tag`` at ``commit``; assets are (name, bytes, with_digest)."""
+        """A release of ``tag`` at ``commit``; assets are (name, bytes, digest): True for the
+        bytes' own sha256, False for none, or a string to publish as the digest."""
         repo = self.repo(full_name)
         item: dict[str, Any] = self.spec.example("release")
         rid = self._id()
@@ -187,7 +188,13 @@ class FakeGitHub:
                 id=self._id(),
                 name=name,
                 size=len(data),
-                digest=f"sha256:{hashlib.sha256(data).hexdigest()}" if with_digest else None,
+                digest=(
+                    with_digest
+                    if isinstance(with_digest, str)
+                    else f"sha256:{hashlib.sha256(data).hexdigest()}"
+                    if with_digest
+                    else None
+                ),
                 browser_download_url=self.url + path,
                 url=f"{base}/releases/assets/{rid}",
                 created_at=stamp(published),

@@ -537,3 +537,35 @@ def test_bump_needs_a_reachable_remote_and_a_repository(
     cfg = cfg.model_copy(update={"forge": cfg.forge.model_copy(update={"remote": "origin"})})
     with pytest.raises(ConfigError, match="no repository to open the pull request in"):
         forge_for(cfg, root, None)
+
+
+def test_bump_refuses_release_bytes_that_do_not_match_their_digest(
+    tmp_path: Path, github: FakeGitHub, run_cli: Any
+) -> None:
+    """The API's digest is verified again on download: a mismatch installs nothing, pushes
+    nothing and opens nothing."""
+    pin = Pin(
+        "b10068", COMMIT_10068, {"linux-x64": Asset("llama-b10068-bin-ubuntu-x64.zip", "0" * 64)}
+    )
+    engine = {"source": "release", "platform": "linux-x64", "base_url": github.url}
+    root, bare = app_repo(tmp_path, github, engine=engine)
+    from llamapin.pin import write_lock
+
+    write_lock(root / "llamapin.lock", pin)
+    (root / "src/engine.ts").write_text(ENGINE_TS.replace("{commit}", COMMIT_10068))
+    git(root, "commit", "--quiet", "-am", "release pin")
+    git(root, "push", "--quiet", "origin", "main")
+    github.add_release(LLAMA, "b10068", COMMIT_10068, when(PUBLISHED[10068]))
+    claimed = "sha256:" + hashlib.sha256(b"the bytes upstream vouched for").hexdigest()
+    name = "llama-b10092-bin-ubuntu-x64.zip"
+    github.add_release(
+        LLAMA, "b10092", commit_of(10092), when(PUBLISHED[10091]), [(name, b"other bytes", claimed)]
+    )
+    github.add_compare(LLAMA, COMMIT_10068, commit_of(10092), SUBJECTS, ["src/llama.cpp"])
+    before = git(bare, "for-each-ref")
+    res = run_cli("--root", str(root), "bump", "--now", LATER)
+    assert res.code == 2
+    line = error_line(res)
+    assert line.startswith(f"error: sha256 mismatch for {name}: expected {claimed[7:]}, got ")
+    assert writes(github) == [] and git(bare, "for-each-ref") == before
+    assert not (root / ".llamapin/engine").exists()  # nothing installed for the candidate

@@ -348,3 +348,26 @@ def test_source_archives_that_are_not_llama_cpp(tmp_path: Path) -> None:
     cut.write_bytes(old.read_bytes()[:40])
     with pytest.raises(BinaryFormatError, match=r"cannot read d\.tar\.gz"):
         changed_paths(cut, new)
+
+
+def test_no_code_path_can_merge_approve_or_enable_auto_merge() -> None:
+    """The package holds no request to those endpoints: not the REST merge or review
+    endpoints, not the GraphQL mutations, not the auto-merge fields."""
+    import llamapin
+
+    forbidden = re.compile(
+        r"/merge\b|/reviews\b|APPROVE|enablePullRequestAutoMerge|auto_merge|automerge|"
+        r"mergePullRequest|addPullRequestReview|graphql|GraphQL"
+    )
+    root = Path(llamapin.__file__).parent
+    hits = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if forbidden.search(line.replace("do-not-automerge", ""))  # a label that asks humans
+    ]
+    assert hits == []
+    workflows = [p.read_text() for p in (root / "templates").glob("*.yml")]
+    assert workflows and not any(
+        forbidden.search(w.replace("do-not-automerge", "")) for w in workflows
+    )
