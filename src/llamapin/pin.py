@@ -19,9 +19,9 @@ import tomli_w
 
 from llamapin.errors import ConfigError, LocatorError
 
-BUILD_RE = re.compile(r"^b(\d+)$")
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+BUILD_RE = re.compile(r"^b([0-9]+)\Z")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def build_number(build: str) -> int:

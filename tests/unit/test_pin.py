@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,20 @@ def test_build_number_orders_numerically() -> None:
     assert build_number("b10068") > build_number("b9590")
     with pytest.raises(ConfigError, match="bad build id"):
         build_number("10068")
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**7))
+def test_build_ids_order_by_number_never_by_text(a: int, b: int) -> None:
+    assert (build_number(f"b{a}") < build_number(f"b{b}")) == (a < b)
+
+
+@given(st.text(max_size=12))
+def test_anything_that_is_not_a_build_id_is_our_own_error(text: str) -> None:
+    if re.fullmatch(r"b\d+", text, re.ASCII):
+        assert build_number(text) == int(text[1:])
+    else:
+        with pytest.raises(ConfigError, match="bad build id"):
+            build_number(text)
 
 
 def test_lock_round_trip(tmp_path: Path) -> None:
