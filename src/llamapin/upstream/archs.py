@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,28 +48,32 @@ def diff(old: list[str], new: list[str]) -> tuple[list[str], list[str]]:
     return sorted(set(new) - set(old)), sorted(set(old) - set(new))
 
 
-def archs_from_sdist(path: Path) -> list[str]:
+def tree_files(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(path inside the llama.cpp tree, bytes) for each file of a source archive."""
     try:
         with tarfile.open(path, "r:*") as tar:
-            member = next(
-                (m for m in tar if m.isfile() and m.name.endswith("llama.cpp/" + ARCH_FILE)),
-                None,
-            )
-            if member is None:
-                raise BinaryFormatError(
-                    f"{path.name} has no {ARCH_FILE}",
-                    "it is not a llama.cpp source archive",
-                    "Check engine.source_package",
-                )
-            handle = tar.extractfile(member)
-            assert handle is not None
-            return parse_arch_table(handle.read().decode("utf-8", "replace"))
+            for member in tar:
+                if member.isfile() and "/llama.cpp/" in member.name:
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    yield member.name.split("/llama.cpp/", 1)[1], handle.read()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BinaryFormatError(
             f"cannot read {path.name}",
             f"{type(exc).__name__}: {exc}",
             "The archive is truncated or corrupt; delete it from the cache and fetch again",
         ) from None
+
+
+def archs_from_sdist(path: Path) -> list[str]:
+    for rel, data in tree_files(path):
+        if rel == ARCH_FILE:
+            return parse_arch_table(data.decode("utf-8", "replace"))
+    raise BinaryFormatError(
+        f"{path.name} has no {ARCH_FILE}",
+        "it is not a llama.cpp source archive",
+        "Check engine.source_package",
+    )
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tarfile
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from llamapin.errors import BinaryFormatError
+from llamapin.upstream.archs import tree_files
 
 # --- which paths a build compiles -------------------------------------------------------------
 
@@ -138,22 +138,7 @@ def backends_for(
 
 def _tree_hashes(path: Path) -> dict[str, str]:
     """{path inside the llama.cpp tree: sha256} for one source archive."""
-    out: dict[str, str] = {}
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if not member.isfile() or "/llama.cpp/" not in member.name:
-                    continue
-                rel = member.name.split("/llama.cpp/", 1)[1]
-                handle = tar.extractfile(member)
-                assert handle is not None
-                out[rel] = hashlib.sha256(handle.read()).hexdigest()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BinaryFormatError(
-            f"cannot read {path.name}",
-            f"{type(exc).__name__}: {exc}",
-            "The archive is truncated or corrupt; delete it from the cache and fetch again",
-        ) from None
+    out = {rel: hashlib.sha256(data).hexdigest() for rel, data in tree_files(path)}
     if not out:
         raise BinaryFormatError(
             f"{path.name} holds no llama.cpp tree",
