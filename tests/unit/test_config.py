@@ -71,3 +71,25 @@ def test_locator_needs_exactly_one_way() -> None:
 def test_host_platform(system: str, machine: str, want: str) -> None:
     assert host_platform(system, machine) == want
     assert host_platform() in ("linux-x64", "linux-arm64", "macos-arm64", "macos-x64")
+
+
+def test_nothing_can_float_to_latest(tmp_path: Path) -> None:
+    """No lock value, config key or command-line flag asks for "the newest build":
+    ensure installs exactly the pin or refuses."""
+    import click
+
+    from llamapin.cli import cli
+    from llamapin.pin import pin_from_dict
+
+    with pytest.raises(ConfigError, match="bad build id 'latest'"):
+        pin_from_dict({"pin": {"build": "latest", "commit": "a" * 40}}, "lock")
+    with pytest.raises(ConfigError, match="bad commit 'HEAD'"):
+        pin_from_dict({"pin": {"build": "b1", "commit": "HEAD"}}, "lock")
+    for text in ('latest = true\n', '[engine]\nlatest = true\n', '[engine]\nfollow = "master"\n'):
+        (tmp_path / "llamapin.toml").write_text(text)
+        with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
+            load_config(tmp_path)
+    ensure_cmd = cli.commands["ensure"]
+    assert isinstance(ensure_cmd, click.Command)
+    flags = {opt for p in ensure_cmd.params for opt in p.opts}
+    assert flags == {"--force", "--json"}  # no --latest, --tag, --build, --url
