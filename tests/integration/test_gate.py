@@ -107,8 +107,14 @@ def test_wrong_answers_fail_with_prompt_expectation_and_answer(
 def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Path) -> None:
     cfg = GateConfig(perf=PerfConfig(min_pairs=4, max_pairs=12, budget_s=90))
     verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None)
+    if verdict.perf.status == "fail":
+        # A/A false alarms are rare, not impossible: 1 in 30 measured (docs/benchmarks.md),
+        # more on a loaded machine. Two independent ones in a row (~0.1%) mean a real bias.
+        verdict = run_gate(
+            inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None
+        )
     assert verdict.perf.mode == "A/A"
-    assert verdict.perf.status in ("pass", "inconclusive")
+    assert verdict.perf.status in ("pass", "inconclusive"), verdict.perf.reason
     assert all(p.comparison is not None and p.comparison.agreement == 1.0 for p in verdict.prompts)
     assert len(verdict.engines) == 2 and all(e.peak_rss_bytes for e in verdict.engines)
 

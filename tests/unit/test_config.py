@@ -85,7 +85,7 @@ def test_nothing_can_float_to_latest(tmp_path: Path) -> None:
         pin_from_dict({"pin": {"build": "latest", "commit": "a" * 40}}, "lock")
     with pytest.raises(ConfigError, match="bad commit 'HEAD'"):
         pin_from_dict({"pin": {"build": "b1", "commit": "HEAD"}}, "lock")
-    for text in ('latest = true\n', '[engine]\nlatest = true\n', '[engine]\nfollow = "master"\n'):
+    for text in ("latest = true\n", "[engine]\nlatest = true\n", '[engine]\nfollow = "master"\n'):
         (tmp_path / "llamapin.toml").write_text(text)
         with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
             load_config(tmp_path)
