@@ -376,11 +376,13 @@ class FakeGitHub:
         if rest == "/pulls" and method == "GET":
             state = query.get("state", ["open"])[0]
             want_base = query.get("base", [None])[0]
+            want_head = query.get("head", [None])[0]  # "owner:branch", as GitHub takes it
             items = [
                 self._simple(p)
                 for p in sorted(repo.pulls.values(), key=lambda p: -int(p["number"]))
                 if (state == "all" or p["state"] == state)
                 and (want_base is None or p["base"]["ref"] == want_base)
+                and (want_head is None or p["head"]["label"] == want_head)
             ]
             return self._page(items, query, f"{base}/pulls", inm)
         if rest == "/pulls" and method == "POST":

@@ -425,6 +425,14 @@ def test_bump_opens_one_reviewable_pr_and_a_second_run_opens_nothing(
     assert [c for c in github.calls[before:] if c.method != "GET"] == []
     assert git(bare, "rev-parse", "refs/heads/llamapin/bump-b10088") == tip
     assert len(github.open_prs(APP)) == 1
+    # a person closes it without merging: the next run does not reopen it
+    github.pr(APP, 2).update(state="closed", closed_at="2026-07-31T00:00:00Z")
+    before = len(github.calls)
+    res = run_cli("--root", str(root), "bump", "--now", LATER)
+    assert res.code == 0 and res.out.startswith("PR #2 for b10088 was closed without merging")
+    assert "delete the branch llamapin/bump-b10088" in res.out
+    assert [c for c in github.calls[before:] if c.method != "GET"] == []
+    assert github.open_prs(APP) == []
     assert not github.forbidden_calls()
 
 

@@ -218,7 +218,7 @@ def commit_message(old: Pin, new: Pin, summary: Summary, verdict: Verdict) -> st
 
 @dataclass
 class BumpResult:
-    action: str  # "none", "up-to-date", "opened", "updated"
+    action: str  # "none", "up-to-date", "declined", "opened", "updated"
     message: str
     pr: int | None = None
     url: str | None = None
@@ -257,6 +257,12 @@ class Forge:
             for pr in self.gh.paginate(f"repos/{{repo}}/pulls?state=open&base={base}")
             if str(pr["head"]["ref"]).startswith(BRANCH_PREFIX)
         ]
+
+    def declined(self, branch: str) -> dict[str, Any] | None:
+        """A PR from this branch that a person closed without merging, if any."""
+        owner = self.gh.repo.split("/")[0]
+        closed = self.gh.paginate(f"repos/{{repo}}/pulls?state=closed&head={owner}:{branch}")
+        return next((dict(pr) for pr in closed if not pr.get("merged_at")), None)
 
     def branch_commits(self, base: str, branch: str) -> list[BranchCommit]:
         self.git(
@@ -328,6 +334,17 @@ def run_bump(
             )
     prs = forge.open_prs(base)
     mine = next((p for p in prs if p["head"]["ref"] == branch), None)
+    if mine is None and existing_sha is not None:
+        closed = forge.declined(branch)
+        if closed is not None:
+            return BumpResult(
+                "declined",
+                f"PR #{closed['number']} for {target.tag} was closed without merging: llamapin "
+                f"will not reopen it. A newer eligible build gets its own PR; to propose "
+                f"{target.tag} again, delete the branch {branch}",
+                int(closed["number"]),
+                str(closed["html_url"]),
+            )
     new_pin, notes = up.candidate_pin(target)
     if mine is not None and existing_sha is not None:
         proposed = forge.git("show", f"refs/llamapin/{branch}:{cfg.lock}", check=False)
