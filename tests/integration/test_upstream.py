@@ -459,6 +459,10 @@ def test_a_failing_gate_opens_a_draft_and_updates_in_place(
     git(root, "commit", "--quiet", "-m", "frameworks")
     git(root, "push", "--quiet", "origin", "main")
     releases(github, [10088])
+    # an earlier run pushed its branch and stopped before opening the PR
+    git(root, "commit", "--quiet", "--allow-empty", "-m", "chore: early\n\nLlamapin-Bump: b10088")
+    git(root, "push", "--quiet", "origin", "HEAD:refs/heads/llamapin/bump-b10088")
+    git(root, "reset", "--quiet", "--hard", "HEAD~1")
     stale = worktree_path(load_config(root), root, "llamapin/bump-b10088")
     (stale / "leftover").mkdir(parents=True)  # a crashed earlier run
     res = run_cli("--root", str(root), "bump", "--now", LATER, "--json")
