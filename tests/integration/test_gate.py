@@ -119,6 +119,17 @@ def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Pa
     assert len(verdict.engines) == 2 and all(e.peak_rss_bytes for e in verdict.engines)
 
 
+def test_perf_out_of_budget_is_inconclusive_never_a_pass(
+    tmp_path: Path, model: Path, bundle: Path
+) -> None:
+    """A budget spent before the SPRT can decide ends inconclusive, whatever the timings."""
+    cfg = GateConfig(perf=PerfConfig(budget_s=0))
+    verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None)
+    assert verdict.perf.status == "inconclusive" and verdict.outcome == "inconclusive"
+    assert verdict.perf.reason.startswith("too noisy to decide within 1 pairs")
+    assert verdict.reasons == [f"performance: {verdict.perf.reason}"]
+
+
 def test_slowed_candidate_fails(tmp_path: Path, model: Path, bundle: Path) -> None:
     """A real engine made slower: the same build limited to one thread."""
     slow = tmp_path / "slow-engine" / "llama-server"
