@@ -166,7 +166,7 @@ def gate(
 
     from llamapin import report
     from llamapin.engine.ensure import ensure as run_ensure
-    from llamapin.gate.run import gate_engine
+    from llamapin.gate.run import bundle_check, gate_engine
     from llamapin.gate.verdict import Check
 
     cfg = state.config
@@ -176,15 +176,7 @@ def gate(
     if engine is None:
         res = run_ensure(cfg, state.root, pin, say=say)
         engine = res.binary
-        manifest = res.manifest  # ensure verified it (a no-op re-hashes every file)
-        checks.append(
-            Check(
-                "bundle",
-                "pass",
-                f"{len(manifest.files)} files match the manifest; "
-                f"closure {len(manifest.closure['libs'])} libraries",
-            )
-        )
+        checks.append(bundle_check(res))  # ensure verified it (a no-op re-hashes every file)
     binary = _binary(engine)
     if baseline_lock is not None:
         base_pin = read_lock(baseline_lock)
@@ -273,8 +265,8 @@ def locators(state: State, write: bool) -> None:
 @cli.command(help="Compare the bundle's libraries with a declared list (e.g. tauri.conf.json).")
 @click.pass_obj
 def drift(state: State) -> None:
+    from llamapin.engine.bundle import declared_libraries, verify_bundle
     from llamapin.engine.bundle import drift as closure_drift
-    from llamapin.engine.bundle import verify_bundle
 
     cfg = state.config
     if not cfg.bundle.frameworks_file:
@@ -284,21 +276,8 @@ def drift(state: State) -> None:
             "Set bundle.frameworks_file (and bundle.frameworks_path)",
         )
     manifest = verify_bundle(state.root / cfg.bundle.dir)
-    path = state.root / cfg.bundle.frameworks_file
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}", str(exc), "Fix bundle.frameworks_file") from None
-    node: Any = data
-    for part in cfg.bundle.frameworks_path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    if not isinstance(node, list):
-        raise ConfigError(
-            f"{cfg.bundle.frameworks_path} in {path.name} is not a list",
-            f"it is {type(node).__name__}",
-            "Point bundle.frameworks_path at the list",
-        )
-    needed, extra = closure_drift(list(manifest.closure["libs"]), [str(n) for n in node])
+    node = declared_libraries(state.root, cfg.bundle.frameworks_file, cfg.bundle.frameworks_path)
+    needed, extra = closure_drift(list(manifest.closure["libs"]), node)
     for name in needed:
         click.echo(f"needed but not listed: {name}")
     for name in extra:
@@ -324,11 +303,9 @@ def drift(state: State) -> None:
 @click.option("--default-branch", default="main", show_default=True)
 @click.pass_obj
 def init(state: State, force: bool, install: str, default_branch: str) -> None:
-    from llamapin.config import host_platform
     from llamapin.workflows import BUMP_PATH, GATE_PATH, apply, plan, render
 
-    cfg = state.config
-    platform = host_platform() if cfg.engine.platform == "auto" else cfg.engine.platform
+    platform = state.config.engine.resolved_platform()
     planned = plan(
         state.root,
         {
@@ -480,8 +457,8 @@ def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -
     import os
 
     from llamapin.fetch import client
-    from llamapin.gate.run import gate_engine
-    from llamapin.upstream.bump import bundle_check, forge_for, run_bump
+    from llamapin.gate.run import bundle_check, gate_engine
+    from llamapin.upstream.bump import forge_for, run_bump
 
     cfg = state.config
     pin, _ = state.pin()

@@ -43,6 +43,10 @@ class EngineConfig(_Model):
     path: str | None = None
     binary: str = "llama-server"
 
+    def resolved_platform(self) -> str:
+        """The platform the engine is installed for: ``platform``, or this machine's."""
+        return host_platform() if self.platform == "auto" else self.platform
+
 
 class LocatorConfig(_Model):
     file: str

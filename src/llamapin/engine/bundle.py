@@ -25,7 +25,7 @@ from typing import Any
 from llamapin.engine import codesign
 from llamapin.engine.binfmt import read_image, sniff
 from llamapin.engine.closure import Closure
-from llamapin.errors import BundleError, SignatureError
+from llamapin.errors import BundleError, ConfigError, SignatureError
 from llamapin.fetch import sha256_file
 
 MANIFEST = "llamapin-manifest.json"
@@ -323,6 +323,24 @@ def swap_in(stage: Path, bundle: Path, manifest: Manifest) -> None:
         bundle.rename(old)
     stage.rename(bundle)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def declared_libraries(root: Path, file: str, key_path: str) -> list[str]:
+    """The library list a project declares, e.g. ``bundle.macOS.frameworks`` in tauri.conf.json."""
+    path = root / file
+    try:
+        node: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}", str(exc), "Fix bundle.frameworks_file") from None
+    for part in key_path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, list):
+        raise ConfigError(
+            f"{key_path} in {path.name} is not a list",
+            f"it is {type(node).__name__}",
+            "Point bundle.frameworks_path at the list",
+        )
+    return [str(n) for n in node]
 
 
 def drift(closure_names: list[str], declared: list[str]) -> tuple[list[str], list[str]]:

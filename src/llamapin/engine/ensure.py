@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llamapin import __version__
 from llamapin.archive import Limits
-from llamapin.config import Config, host_platform
+from llamapin.config import Config
 from llamapin.engine import bundle as bnd
 from llamapin.engine.binfmt import Format, sniff
 from llamapin.engine.closure import Closure, compute, find_binary, host_system_check
@@ -245,11 +245,7 @@ def ensure(
     say: Callable[[str], None] = print,
     plat: str | None = None,
 ) -> EnsureResult:
-    plat = (
-        host_platform()
-        if cfg.engine.platform == "auto" and plat is None
-        else (plat or cfg.engine.platform)
-    )
+    plat = plat or cfg.engine.resolved_platform()
     key = stamp_key(cfg, pin, plat)
     if cfg.ensure.command:
         return _delegated(cfg, root, pin, key, say)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llamapin.config import Config, GateConfig
-from llamapin.engine.ensure import BuildInfo, provenance_problems
+from llamapin.engine.ensure import BuildInfo, EnsureResult, provenance_problems
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
 from llamapin.gate.compare import Generation, TopN, compare
@@ -326,6 +326,16 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
         inputs.suite.name,
         round(time.monotonic() - started, 2),
         f"{inputs.pin.build} ({inputs.pin.commit})",
+    )
+
+
+def bundle_check(res: EnsureResult) -> Check:
+    """The gate's first check: ensure verified the bundle (a no-op re-hashes every file)."""
+    return Check(
+        "bundle",
+        "pass",
+        f"{len(res.manifest.files)} files match the manifest; "
+        f"closure {len(res.manifest.closure['libs'])} libraries",
     )
 
 

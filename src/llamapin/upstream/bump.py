@@ -22,10 +22,10 @@ from typing import Any
 
 from llamapin import report
 from llamapin.config import Config
-from llamapin.engine.bundle import drift
+from llamapin.engine.bundle import declared_libraries, drift
 from llamapin.engine.ensure import EnsureResult, ensure
 from llamapin.errors import ConfigError, ForgeError
-from llamapin.gate.verdict import Check, Verdict
+from llamapin.gate.verdict import Verdict
 from llamapin.pin import Pin, lock_text, write_locators, write_lock
 from llamapin.upstream.changes import sanitize
 from llamapin.upstream.check import Decision, Summary, Upstream, run_check, summarize
@@ -468,23 +468,11 @@ def run_bump(
 
 
 def _declared(cfg: Config, root: Path) -> list[str] | None:
-    import json
-
+    """The declared library list, or None when there is none (or it cannot be read: the
+    PR then lists the closure change without a remediation for the list)."""
     if not cfg.bundle.frameworks_file:
         return None
     try:
-        node: Any = json.loads((root / cfg.bundle.frameworks_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return declared_libraries(root, cfg.bundle.frameworks_file, cfg.bundle.frameworks_path)
+    except ConfigError:
         return None
-    for part in cfg.bundle.frameworks_path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return [str(n) for n in node] if isinstance(node, list) else None
-
-
-def bundle_check(res: EnsureResult) -> Check:
-    return Check(
-        "bundle",
-        "pass",
-        f"{len(res.manifest.files)} files match the manifest; "
-        f"closure {len(res.manifest.closure['libs'])} libraries",
-    )

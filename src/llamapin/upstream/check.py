@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from llamapin.config import Config, host_platform
+from llamapin.config import Config
 from llamapin.errors import ConfigError, ForgeError, IntegrityError, PackageIndexError
 from llamapin.fetch import Cache, IndexFile, download, index_files, normalize
 from llamapin.pin import BUILD_RE, COMMIT_RE, SHA256_RE, Asset, Pin
@@ -314,8 +314,7 @@ class Upstream:
 
     @property
     def platform(self) -> str:
-        eng = self.cfg.engine
-        return host_platform() if eng.platform == "auto" else eng.platform
+        return self.cfg.engine.resolved_platform()
 
     def files(self, package: str) -> list[IndexFile]:
         if package not in self._index:
