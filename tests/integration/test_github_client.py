@@ -102,3 +102,15 @@ def test_the_fake_is_checked_against_the_description(github_spec: Any) -> None:
     assert github_spec.response_errors("DELETE", path, 204, None) == [
         "DELETE /repos/o/r/releases is not in GitHub's API"
     ]
+
+
+def test_answers_that_are_not_github_shaped(served: FileServer) -> None:
+    """An API base that points at a web page, or a list that is not releases: one line each."""
+    from llamapin.upstream.check import github_builds
+
+    served.add("/page", b"<html>a login page</html>", headers={"Content-Type": "text/html"})
+    with pytest.raises(ForgeError, match=r"not JSON: GET .*/page answered 200 \(text/html\)"):
+        gh(served.url).get(served.url + "/page")
+    served.add("/api/repos/o/r/releases", b'[{"tag_name": "b5", "assets": [{"size": 1}]}]')
+    with pytest.raises(ForgeError, match="a release in GitHub's answer has an unexpected shape"):
+        github_builds(gh(served.url + "/api", "o/r"), 1, 1)

@@ -86,7 +86,14 @@ def github_builds(gh: GitHub, after: int, max_pages: int) -> list[Build]:
     """Releases newer than build ``after`` (newest first), reading no further than needed."""
     out: list[Build] = []
     for item in gh.paginate("repos/{repo}/releases", max_pages=max_pages):
-        build = build_from_release(item)
+        try:
+            build = build_from_release(item)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ForgeError(
+                "a release in GitHub's answer has an unexpected shape",
+                f"{type(exc).__name__}: {exc}",
+                "Check upstream.api_url and upstream.repo point at a GitHub-compatible API",
+            ) from None
         if build is None:
             continue
         if build.number <= after:

@@ -211,7 +211,16 @@ class GitHub:
             return Page(entry["body"], entry.get("next"), True)
         if response.status_code >= 400:
             raise self._fail(method, url, response)
-        data = response.json() if response.content else None
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            raise ForgeError(
+                "GitHub's API answered with something that is not JSON",
+                f"{method} {url} answered {response.status_code} "
+                f"({response.headers.get('content-type', 'no content type')})",
+                "Check upstream.api_url / forge.api_url: it must be the API base "
+                "(https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise)",
+            ) from None
         etag = response.headers.get("etag")
         if method == "GET" and etag:
             self.etags.entries[url] = {"etag": etag, "body": data, "next": next_url}
