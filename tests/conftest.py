@@ -214,11 +214,15 @@ def run_cli(
 
     def run(*args: str) -> CliResult:
         monkeypatch.setattr("sys.argv", ["llamapin", *args])
-        code = 0
+        shell_env = dict(os.environ)  # a command removes its token from its own environment;
+        code = 0  # the shell that ran it keeps its own, so the next command sees it again
         try:
             main()
         except SystemExit as exc:
             code = int(exc.code or 0)
+        finally:
+            os.environ.clear()
+            os.environ.update(shell_env)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

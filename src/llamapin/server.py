@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import psutil
 
+from llamapin import lifetime
 from llamapin.errors import EngineError
+from llamapin.procenv import env_for
 
 SIGNALS = {
     signal.SIGILL: "illegal instruction: the build uses CPU features this machine lacks "
@@ -100,6 +102,7 @@ class Server:
         self.port = 0
         self.load_time_s = 0.0
         self._log_handle: Any = None
+        self.tag = lifetime.new_tag()
 
     @property
     def url(self) -> str:
@@ -155,6 +158,8 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=env_for("engine", values={lifetime.OWNER_VAR: self.tag}),
+                preexec_fn=lifetime.die_with_parent(),  # noqa: PLW1509 (see lifetime.run)
             )
         except OSError as exc:
             self.stop()
@@ -221,22 +226,25 @@ class Server:
         return int(match.group(1)) * 1024 if match else None
 
     def stop(self) -> None:
-        """Stop the process group: SIGTERM, then SIGKILL; reap every child."""
+        """Stop the process group: SIGTERM, then SIGKILL; then every process that still
+        carries this engine's tag (children that left the group or double-forked); reap."""
         proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:  # pragma: no cover - raced with exit
-                children = []
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - engine ignores SIGTERM
+        if proc is not None:
+            children: list[psutil.Process] = []
+            if proc.poll() is None:
+                try:
+                    children = psutil.Process(proc.pid).children(recursive=True)
+                except psutil.NoSuchProcess:  # pragma: no cover - raced with exit
+                    children = []
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            psutil.wait_procs(children, timeout=5)
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # pragma: no cover - engine ignores SIGTERM
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+            lifetime.kill_all([*children, *lifetime.tagged(self.tag)])
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

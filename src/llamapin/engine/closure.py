@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llamapin.engine.binfmt import Format, Image, read_image, sniff
 from llamapin.errors import ClosureError
+from llamapin.procenv import env_for
 
 SystemCheck = Callable[[str, Format], bool]
 MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/")
@@ -49,7 +50,12 @@ class Closure:
 def _ldconfig_names() -> frozenset[str]:
     try:
         out = subprocess.run(
-            ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=20
+            ["ldconfig", "-p"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+            env=env_for("tool"),
         ).stdout
     except (
         OSError,
