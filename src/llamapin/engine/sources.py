@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from llamapin.archive import Limits, unpack
+from llamapin import lifetime
+from llamapin.archive import Limits, unpack_cached
 from llamapin.config import EngineConfig
 from llamapin.errors import BuildError, ConfigError, IntegrityError
 from llamapin.fetch import (
@@ -37,6 +38,7 @@ from llamapin.fetch import (
     sha256_file,
 )
 from llamapin.pin import Asset, Pin
+from llamapin.procenv import env_for
 
 
 @dataclass(frozen=True)
@@ -63,27 +65,9 @@ def _say(ctx: Context, text: str) -> None:
 
 
 def unpacked(ctx: Context, blob: Path, name: str, sha256: str) -> Path:
-    """Unpack a verified blob once into the cache (keyed by its sha256)."""
-    dest = ctx.cache.root / "trees" / sha256
-    if (dest / ".complete").is_file():
-        return dest
-    tmp = ctx.cache.root / "trees" / f".{sha256}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    # The archive type comes from its file name; the blob's name is its hash. A symlink
-    # gives it the right name without copying the bytes.
-    link_dir = ctx.cache.tmpdir() / f"unpack-{os.getpid()}"
-    shutil.rmtree(link_dir, ignore_errors=True)
-    link_dir.mkdir()
-    named = link_dir / name
-    named.symlink_to(blob)
-    try:
-        unpack(named, tmp, ctx.limits)
-    finally:
-        shutil.rmtree(link_dir, ignore_errors=True)
-    (tmp / ".complete").write_text(sha256)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
+    """Unpack a verified blob once into the cache (keyed by its sha256; the type comes from
+    ``name``, since the blob's own name is its hash)."""
+    return unpack_cached(blob, ctx.cache.root / "trees", sha256, ctx.limits, kind=name)
 
 
 class EngineSource(ABC):
@@ -196,11 +180,13 @@ def cmake_args(ctx: Context, src: Path, build: Path, ccache: str | None) -> list
 
 def _run_build(cmd: list[str], log: Path, what: str, base: Path) -> None:
     # CCACHE_BASEDIR makes cache hits independent of where the source was unpacked.
-    env = {**os.environ, "CCACHE_BASEDIR": str(base)}
+    env = env_for("build", values={"CCACHE_BASEDIR": str(base)})
     with log.open("a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False, env=env)
+        proc = lifetime.run(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise BuildError(
