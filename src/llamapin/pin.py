@@ -9,7 +9,9 @@ constant, a JSON field, a TOML key), changing only the value's own bytes.
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any, Literal
 import tomli_w
 
 from llamapin.errors import ConfigError, LocatorError
+from llamapin.paths import file_name, inside_root, read_text
+from llamapin.saferegex import Pattern, compile_user
 
 BUILD_RE = re.compile(r"^b([0-9]+)\Z")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
@@ -99,6 +103,7 @@ def validate(pin: Pin) -> Pin:
             "Put the full commit of the build in llamapin.lock",
         )
     for key, asset in pin.assets.items():
+        file_name(asset.name, f"asset {key!r} of pin {pin.build}: name")
         if not SHA256_RE.match(asset.sha256):
             raise ConfigError(
                 f"bad sha256 for asset {key!r} of pin {pin.build}",
@@ -150,14 +155,14 @@ LOCK_HEADER = (
 
 def read_lock(path: Path) -> Pin:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "lock file"))
     except FileNotFoundError:
         raise ConfigError(
             f"no lock file at {path}",
             "llamapin needs a pin to know which engine build to install",
             "Run 'llamapin init' or write llamapin.lock",
         ) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ConfigError(
             f"cannot parse {path}", str(exc), "Fix the TOML syntax in the lock file"
         ) from None
@@ -170,9 +175,15 @@ def lock_text(pin: Pin) -> str:
 
 def write_lock(path: Path, pin: Pin) -> None:
     text = lock_text(pin)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(name, 0o644)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 # --- locators -------------------------------------------------------------------------------
@@ -197,13 +208,22 @@ class Locator:
         return f"{self.file} ({self.kind} {self.expr!r} -> {self.field})"
 
 
-def _span_regex(text: str, loc: Locator) -> tuple[int, int]:
-    try:
-        pattern = re.compile(loc.expr, re.MULTILINE)
-    except re.error as exc:
+def locator_pattern(loc: Locator) -> Pattern:
+    """A regex locator's pattern (RE2: linear time), checked for a capture group."""
+    pattern = compile_user(
+        loc.expr, f"locator {loc.describe()}", multiline=True, error=LocatorError
+    )
+    if pattern.groups < 1:
         raise LocatorError(
-            f"bad regex in locator {loc.describe()}", str(exc), "Fix the locator's pattern"
-        ) from None
+            f"locator {loc.describe()} has no capture group",
+            "the value to read and rewrite must be captured",
+            "Wrap the value in (?P<value>...)",
+        )
+    return pattern
+
+
+def _span_regex(text: str, loc: Locator) -> tuple[int, int]:
+    pattern = locator_pattern(loc)
     matches = list(pattern.finditer(text))
     if len(matches) != 1:
         raise LocatorError(
@@ -211,15 +231,7 @@ def _span_regex(text: str, loc: Locator) -> tuple[int, int]:
             "a locator must match exactly once so the rewrite is unambiguous",
             "Make the pattern more specific (anchor it on the constant's name)",
         )
-    match = matches[0]
-    group: int | str = "value" if "value" in pattern.groupindex else 1
-    if pattern.groups < 1:
-        raise LocatorError(
-            f"locator {loc.describe()} has no capture group",
-            "the value to read and rewrite must be captured",
-            "Wrap the value in (?P<value>...)",
-        )
-    return match.span(group)
+    return matches[0].span("value" if "value" in pattern.groupindex else 1)
 
 
 def _walk(data: Any, path: str, loc: Locator) -> Any:
@@ -244,7 +256,7 @@ def _walk(data: Any, path: str, loc: Locator) -> Any:
 def _span_structured(text: str, loc: Locator) -> tuple[int, int]:
     try:
         data = json.loads(text) if loc.kind == "json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise LocatorError(
             f"cannot parse {loc.file} for locator {loc.describe()}",
             str(exc),
@@ -272,9 +284,14 @@ def _span(text: str, loc: Locator) -> tuple[int, int]:
     return _span_structured(text, loc)
 
 
+def locator_path(root: Path, loc: Locator) -> Path:
+    """The locator's file, resolved; refused unless it lies inside the project root."""
+    return inside_root(root, loc.file, "locator file", LocatorError)
+
+
 def _read_text(root: Path, loc: Locator) -> str:
     try:
-        return (root / loc.file).read_text(encoding="utf-8")
+        return read_text(locator_path(root, loc), "locator file", LocatorError)
     except FileNotFoundError:
         raise LocatorError(
             f"locator file {loc.file} does not exist",
@@ -298,15 +315,17 @@ def rewrite_text(text: str, loc: Locator, value: str) -> str:
 def write_locators(root: Path, locators: list[Locator], pin: Pin) -> list[str]:
     """Rewrite every locator to the pin's values. All files are checked before any is written."""
     pending: dict[Path, str] = {}
+    original: dict[Path, str] = {}
     for loc in locators:
-        path = root / loc.file
-        text = pending.get(path) or _read_text(root, loc)
-        pending[path] = rewrite_text(text, loc, pin.get(loc.field))
+        path = locator_path(root, loc)
+        if path not in original:
+            original[path] = _read_text(root, loc)
+        pending[path] = rewrite_text(pending.get(path, original[path]), loc, pin.get(loc.field))
     changed = []
     for path, text in pending.items():
-        if path.read_text(encoding="utf-8") != text:
+        if original[path] != text:
             path.write_text(text, encoding="utf-8")
-            changed.append(str(path.relative_to(root)))
+            changed.append(str(path.relative_to(root.resolve())))
     return changed
 
 

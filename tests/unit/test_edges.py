@@ -96,12 +96,12 @@ def test_bundle_verification_on_real_macho(macho_tree: Path, tmp_path: Path) -> 
     stage = tmp_path / "bundle"
     shutil.copytree(macho_tree / "pywhispercpp/.dylibs", stage)
     assert bnd.verify_signatures(stage) == 6
-    manifest = bnd.Manifest("k", {}, {}, "x", bnd.file_table(stage), {})
+    manifest = bnd.Manifest("k", {}, {}, "libggml-base.0.13.1.dylib", bnd.file_table(stage), {})
     (stage / bnd.MANIFEST).write_text(manifest.to_json())
     assert bnd.verify_bundle(stage) == manifest
     lib = stage / "libggml-base.0.13.1.dylib"
     mutate(lib, lib, 5000, b"\x00\x01\x02")
-    manifest = bnd.Manifest("k", {}, {}, "x", bnd.file_table(stage), {})
+    manifest = bnd.Manifest("k", {}, {}, "libggml-base.0.13.1.dylib", bnd.file_table(stage), {})
     (stage / bnd.MANIFEST).write_text(manifest.to_json())
     with pytest.raises(BundleError, match="bad signature"):
         bnd.verify_bundle(stage)

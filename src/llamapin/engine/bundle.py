@@ -14,9 +14,11 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +29,13 @@ from llamapin.engine.binfmt import read_image, sniff
 from llamapin.engine.closure import Closure
 from llamapin.errors import BundleError, ConfigError, SignatureError
 from llamapin.fetch import sha256_file
+from llamapin.paths import inside_root, is_within, read_text, resolve
+from llamapin.procenv import env_for
 
 MANIFEST = "llamapin-manifest.json"
+STAGING_MARK = ".llamapin-staging"  # inside a staging dir until it is swapped in
 SCHEMA = 1
+LOCK_CONTENT = re.compile(r"^(pid [0-9]+)?\Z")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     closure: dict[str, Any]
     dropped: dict[str, Any] = field(default_factory=dict)
+    # {"checked": bool, "number", "commit", "note"}: what --version said; {} in older manifests
+    provenance: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
 
     def to_json(self) -> str:
@@ -94,7 +102,7 @@ def install_closure(tree: Path, closure: Closure, stage: Path, layout: Layout) -
         used.add(real)
     everything = tree_files(tree)
     dropped = sorted(set(everything) - used)
-    kept = tree_files(stage)
+    kept = {rel: size for rel, size in tree_files(stage).items() if rel != STAGING_MARK}
     return PruneReport(
         kept=len(kept),
         kept_bytes=sum(kept.values()),
@@ -144,7 +152,9 @@ def macho_relink_plan(stage: Path, layout: Layout) -> list[list[str]]:
 
 def _run(cmd: list[str], what: str) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=300, env=env_for("tool")
+        )
     except FileNotFoundError:
         raise BundleError(
             f"cannot {what}",
@@ -226,16 +236,19 @@ def file_table(stage: Path) -> dict[str, dict[str, Any]]:
     return {
         rel: {"sha256": sha256_file(stage / rel), "size": size}
         for rel, size in tree_files(stage).items()
-        if rel != MANIFEST
+        if rel not in (MANIFEST, STAGING_MARK)
     }
 
 
 def read_manifest(bundle: Path) -> Manifest | None:
     try:
         data = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
-        return Manifest(**data)
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        manifest = Manifest(**data)
+    except (OSError, ValueError, TypeError):  # missing, unreadable, not JSON, wrong keys
         return None
+    if not (isinstance(manifest.files, dict) and isinstance(manifest.binary, str)):
+        return None
+    return manifest
 
 
 def verify_bundle(bundle: Path) -> Manifest:
@@ -249,6 +262,8 @@ def verify_bundle(bundle: Path) -> Manifest:
         )
     actual = file_table(bundle)
     problems = []
+    if manifest.binary not in manifest.files:
+        problems.append(f"binary not listed: {manifest.binary}")
     for rel, entry in manifest.files.items():
         got = actual.get(rel)
         if got is None:
@@ -274,10 +289,28 @@ def verify_bundle(bundle: Path) -> Manifest:
 
 @contextlib.contextmanager
 def locked(bundle: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock on the bundle directory."""
+    """An exclusive, non-blocking lock on the bundle directory.
+
+    The lock file beside the bundle is opened without following a symlink, and one
+    that holds anything but a pid (someone else's file of that name) is left alone.
+    """
     bundle.parent.mkdir(parents=True, exist_ok=True)
     lock_path = bundle.parent / f".{bundle.name}.lock"
-    with lock_path.open("a+") as handle:
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise BundleError(
+            f"cannot lock {bundle}",
+            f"{lock_path.name}: {exc.strerror}",
+            f"Remove {lock_path} if it is not llamapin's lock file, or fix the permissions",
+        ) from None
+    with os.fdopen(fd, "r+", encoding="utf-8", errors="replace") as handle:
+        if os.fstat(fd).st_size > 64 or not LOCK_CONTENT.match(handle.read().strip()):
+            raise BundleError(
+                f"cannot lock {bundle}",
+                f"{lock_path} exists and is not llamapin's lock file",
+                "Move that file away, or choose another bundle.dir",
+            )
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -299,37 +332,134 @@ def locked(bundle: Path) -> Iterator[None]:
 
 
 def staging_dir(bundle: Path) -> Path:
-    stage = bundle.parent / f".{bundle.name}.staging-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    """A new, uniquely named directory beside the bundle (never an existing path)."""
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.staging-", dir=bundle.parent))
+    (stage / STAGING_MARK).write_bytes(b"")
     return stage
 
 
+def _ours(path: Path, mark: str) -> bool:
+    """A real directory (not a link) that carries llamapin's mark, or is empty."""
+    return (
+        path.is_dir()
+        and not path.is_symlink()
+        and ((path / mark).is_file() or not any(path.iterdir()))
+    )
+
+
 def recover(bundle: Path) -> None:
-    """Finish or undo a swap that a crash interrupted; drop stale staging dirs."""
+    """Finish or undo a swap that a crash interrupted; drop stale staging dirs.
+
+    Only directories llamapin made are touched: an old bundle (it has a manifest)
+    or a staging dir (it has the staging mark), never another file of a similar name.
+    """
     for old in sorted(bundle.parent.glob(f".{bundle.name}.old-*")):
-        if not bundle.exists():
+        if not _ours(old, MANIFEST):
+            continue
+        if not bundle.exists() and (old / MANIFEST).is_file():
             old.rename(bundle)
         else:
             shutil.rmtree(old, ignore_errors=True)
     for stale in bundle.parent.glob(f".{bundle.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if _ours(stale, STAGING_MARK):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def swap_in(stage: Path, bundle: Path, manifest: Manifest) -> None:
     (stage / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    old = bundle.parent / f".{bundle.name}.old-{os.getpid()}"
+    (stage / STAGING_MARK).unlink(missing_ok=True)
     if bundle.exists():
+        # An empty placeholder with a fresh name; rename() replaces an empty directory.
+        old = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.old-", dir=bundle.parent))
         bundle.rename(old)
-    stage.rename(bundle)
-    shutil.rmtree(old, ignore_errors=True)
+        stage.rename(bundle)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(bundle)
+
+
+# --- where a bundle may go ------------------------------------------------------------------
+
+SAFE_DIR_FIX = "Set {key} to a directory that holds only the engine, e.g. .llamapin/engine"
+
+
+def check_target(root: Path, value: str, key: str, protected: list[Path]) -> Path:
+    """The resolved directory ``key`` names, refused unless llamapin may replace it whole.
+
+    It must lie strictly inside the project root (not the root, a parent of it, the
+    home directory or ``/``), must not be a file, and must not contain a ``protected``
+    path (the lock, the config). Checked before anything is created or moved.
+    """
+    base = root.resolve()
+    target = resolve(base / value, key)
+    home = Path.home().resolve()
+    fix = SAFE_DIR_FIX.format(key=key)
+    if target == base or not is_within(target, base):
+        where = "the project root itself" if target == base else "outside the project root"
+        raise BundleError(
+            f"{key} {value!r} is not a dedicated directory inside the project",
+            f"it resolves to {target}, {where}, and ensure replaces that directory whole",
+            fix,
+        )
+    if is_within(home, target):
+        raise BundleError(
+            f"{key} {value!r} is the home directory or a parent of it",
+            f"it resolves to {target}, and ensure replaces that directory whole",
+            fix,
+        )
+    for path in protected:
+        if is_within(resolve(path, key), target):
+            raise BundleError(
+                f"{key} {value!r} contains {path.name}",
+                f"{path} lies inside {target}, and ensure replaces that directory whole",
+                fix,
+            )
+    if target.exists() and not target.is_dir():
+        raise BundleError(
+            f"{key} {value!r} is a file",
+            f"{target} exists and is not a directory",
+            fix,
+        )
+    return target
+
+
+def foreign_files(bundle: Path) -> list[str]:
+    """Entries in ``bundle`` that llamapin did not install (relative paths, sorted).
+
+    Every file, link or other non-directory must be listed in the bundle's manifest;
+    with no valid manifest, every one of them is foreign. Empty directories are fine.
+    """
+    if not bundle.is_dir():
+        return []
+    present = sorted(
+        str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_symlink() or not p.is_dir()
+    )
+    manifest = read_manifest(bundle)
+    ours = {MANIFEST, *manifest.files} if manifest is not None else set()
+    return [rel for rel in present if rel not in ours]
+
+
+def check_contents(bundle: Path, key: str) -> None:
+    """Refuse to replace a directory that holds files llamapin did not install."""
+    foreign = foreign_files(bundle)
+    if foreign:
+        has_manifest = read_manifest(bundle) is not None
+        why = "its manifest does not list them" if has_manifest else f"it has no {MANIFEST}"
+        raise BundleError(
+            f"{key} {bundle} holds {len(foreign)} file(s) llamapin did not install "
+            f"(first: {foreign[0]})",
+            f"{why}, and ensure replaces that directory whole",
+            f"Move them out, or set {key} to a dedicated subdirectory "
+            "(e.g. src-tauri/binaries/llama)",
+        )
 
 
 def declared_libraries(root: Path, file: str, key_path: str) -> list[str]:
     """The library list a project declares, e.g. ``bundle.macOS.frameworks`` in tauri.conf.json."""
-    path = root / file
+    path = inside_root(root, file, "bundle.frameworks_file")
     try:
-        node: Any = json.loads(path.read_text(encoding="utf-8"))
+        node: Any = json.loads(read_text(path, "bundle.frameworks_file"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {path}", str(exc), "Fix bundle.frameworks_file") from None
     for part in key_path.split("."):
