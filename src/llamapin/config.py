@@ -9,18 +9,27 @@ from __future__ import annotations
 import platform
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llamapin.errors import ConfigError
-from llamapin.pin import Locator
+from llamapin.paths import read_text
+from llamapin.pin import Locator, locator_pattern
+from llamapin.procenv import check_env_names
+from llamapin.saferegex import asset_pattern
 
 DEFAULT_CACHE = Path.home() / ".cache" / "llamapin"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Limits, sizes and timeouts: zero, negative, NaN or infinite values are refused on load.
+Count = Annotated[int, Field(gt=0)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]  # strictly between 0 and 1
 
 
 class EngineConfig(_Model):
@@ -38,10 +47,14 @@ class EngineConfig(_Model):
     cmake_args: list[str] = Field(
         default_factory=lambda: ["-DGGML_NATIVE=OFF", "-DLLAMA_BUILD_UI=OFF"]
     )
-    build_memory_per_job_gib: float = 2.0
+    build_memory_per_job_gib: Positive = 2.0
     # local archive or directory
     path: str | None = None
     binary: str = "llama-server"
+    # false: accept a build whose --version and /props carry neither a build number nor a
+    # commit (every report then says the provenance was not checked); a contradiction is
+    # refused either way
+    require_provenance: bool = True
 
     def resolved_platform(self) -> str:
         """The platform the engine is installed for: ``platform``, or this machine's."""
@@ -70,6 +83,17 @@ class LocatorConfig(_Model):
         kind, expr = given[0]
         return Locator(file=self.file, field=self.field, kind=kind, expr=expr)  # type: ignore[arg-type]
 
+    @model_validator(mode="after")
+    def _loadable(self) -> LocatorConfig:
+        """A locator's shape and regex are checked when the config is loaded (RE2)."""
+        try:
+            loc = self.to_locator()
+            if loc.kind == "regex":
+                locator_pattern(loc)
+        except ConfigError as exc:
+            raise ValueError(exc.line()) from None
+        return self
+
 
 class BundleConfig(_Model):
     dir: str = ".llamapin/engine"
@@ -77,14 +101,21 @@ class BundleConfig(_Model):
     rpath: str = "@loader_path/../Frameworks"
     frameworks_file: str | None = None
     frameworks_path: str = "bundle.macOS.frameworks"
-    max_files: int = 10_000
-    max_bytes: int = 8 * 1024**3
+    max_files: Count = 10_000
+    max_bytes: Count = 8 * 1024**3
 
 
 class EnsureConfig(_Model):
     command: str | None = None
     output: str | None = None
-    timeout_s: float = 3600.0
+    timeout_s: Positive = 3600.0
+    # Extra environment variables the command needs (never a secret: those are refused).
+    env: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _env_names(self) -> EnsureConfig:
+        check_env_names(self.env)
+        return self
 
 
 class ModelConfig(_Model):
@@ -103,27 +134,33 @@ class ModelConfig(_Model):
 
 class PerfConfig(_Model):
     mode: Literal["auto", "off", "aa"] = "auto"
-    tolerance: float = 0.10
-    alpha: float = 0.01
-    beta: float = 0.05
-    min_pairs: int = 6
-    max_pairs: int = 40
-    budget_s: float = 120.0
-    n_predict: int = 32
-    sigma_floor: float = 0.03
+    tolerance: Fraction = 0.10
+    alpha: Fraction = 0.01
+    beta: Fraction = 0.05
+    min_pairs: Count = 6
+    max_pairs: Count = 40
+    budget_s: Positive = 120.0
+    n_predict: Count = 32
+    sigma_floor: Positive = 0.03
+
+    @model_validator(mode="after")
+    def _pairs(self) -> PerfConfig:
+        if self.min_pairs > self.max_pairs:
+            raise ValueError(f"min_pairs ({self.min_pairs}) exceeds max_pairs ({self.max_pairs})")
+        return self
 
 
 class GateConfig(_Model):
     suite: str | None = None
-    ctx_size: int = 2048
-    threads: int | None = None
+    ctx_size: Count = 2048
+    threads: Count | None = None
     server_args: list[str] = Field(default_factory=list)
-    health_timeout_s: float = 60.0
-    request_timeout_s: float = 60.0
-    top_n: int = 5
-    max_divergence_kl: float = 1.0
-    min_agreement: float = 0.5
-    inconclusive_exit: int = 1
+    health_timeout_s: Positive = 60.0
+    request_timeout_s: Positive = 60.0
+    top_n: Count = 5
+    max_divergence_kl: Positive = 1.0
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.5
+    inconclusive_exit: Annotated[int, Field(ge=0, le=255)] = 1
     perf: PerfConfig = Field(default_factory=PerfConfig)
 
 
@@ -135,7 +172,7 @@ class UpstreamConfig(_Model):
     html_url: str = "https://github.com"
     repo: str = "ggml-org/llama.cpp"
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
-    cooldown_days: float = 3.0
+    cooldown_days: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3.0
     # ggml backends the shipped build compiles; "auto" reads them off the engine config.
     backends: list[str] = Field(default_factory=lambda: ["auto"])
     # Architectures that make a build eligible inside the cooldown ("*" = any new one).
@@ -150,7 +187,20 @@ class UpstreamConfig(_Model):
             "win-x64": r"llama-{tag}-bin-win-cpu-x64\.zip",
         }
     )
-    max_pages: int = 20
+    max_pages: Count = 20
+    # How long, in all, one GitHub request may wait out a rate limit (Retry-After or the
+    # reset time) before failing with the time to wait; 0 fails at once.
+    max_wait_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 60.0
+
+    @model_validator(mode="after")
+    def _patterns(self) -> UpstreamConfig:
+        """Asset patterns compile (RE2, linear time) when the config is loaded."""
+        for key, pattern in self.asset_patterns.items():
+            try:
+                asset_pattern(pattern, "b1", f"upstream.asset_patterns.{key}")
+            except ConfigError as exc:
+                raise ValueError(exc.line()) from None
+        return self
 
 
 class ForgeConfig(_Model):
@@ -180,6 +230,11 @@ class Config(_Model):
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
 
+    @model_validator(mode="after")
+    def _no_token_to_children(self) -> Config:
+        check_env_names(self.ensure.env, (self.upstream.token_env, self.forge.token_env))
+        return self
+
     def locator_list(self) -> list[Locator]:
         return [loc.to_locator() for loc in self.locators]
 
@@ -204,7 +259,7 @@ def load_config(root: Path, explicit: Path | None = None) -> Config:
     else:
         candidates = [root / "llamapin.toml", root / "pyproject.toml"]
     for path in candidates:
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             if explicit is not None:
                 raise ConfigError(
                     f"config file {path} does not exist",
@@ -213,12 +268,12 @@ def load_config(root: Path, explicit: Path | None = None) -> Config:
                 )
             continue
         try:
-            parsed = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
+            parsed = tomllib.loads(read_text(path, "config file"))
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise ConfigError(f"cannot parse {path}", str(exc), "Fix the TOML syntax") from None
         if path.name == "pyproject.toml" and explicit is None:
             tool = parsed.get("tool", {})
-            if "llamapin" not in tool:
+            if not isinstance(tool, dict) or "llamapin" not in tool:
                 continue
             parsed = tool["llamapin"]
         data, origin = parsed, str(path)

@@ -6,6 +6,8 @@ The CLI prints ``error: <what>: <why>. <fix>`` on one line, then any detail
 
 from __future__ import annotations
 
+from llamapin.inert import terminal
+
 
 class LlamapinError(Exception):
     """Base of every error llamapin raises on purpose."""
@@ -23,10 +25,12 @@ class LlamapinError(Exception):
         return f"{self.what}: {self.why}. {self.fix}"
 
     def render(self) -> str:
+        """The error as printed: its message can quote engine output, and its detail is
+        often an engine's log tail, so both pass through :func:`inert.terminal`."""
         text = f"error: {self.line()}"
         if self.detail:
             text += "\n" + self.detail.rstrip("\n")
-        return text
+        return terminal(text)
 
 
 class ConfigError(LlamapinError):

@@ -6,23 +6,29 @@ import json
 import xml.etree.ElementTree as ET
 
 from llamapin.gate.verdict import Verdict
+from llamapin.inert import code, sanitize, xml_text
 
 ICON = {"pass": "✅", "fail": "❌", "skip": "⏭️", "inconclusive": "⚠️"}
 
 
 def _cell(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Text that may come from an engine, a suite or a log: inert, one line, bounded."""
+    return sanitize(text, limit)
 
 
 def markdown(v: Verdict) -> str:
     lines = [f"## llamapin gate: {ICON[v.outcome]} {v.outcome.upper()}", ""]
-    lines.append(f"Pin {v.pin}; model `{v.model}`; suite `{v.suite}`; {v.elapsed_s:.0f} s.")
+    lines.append(
+        f"Pin {_cell(v.pin, 120)}; model `{code(v.model)}`; suite `{code(v.suite)}`; "
+        f"{v.elapsed_s:.0f} s."
+    )
     lines.append("")
     if v.reasons:
         lines += ["**Why:**", ""] + [f"- {_cell(r, 400)}" for r in v.reasons] + [""]
     lines += ["| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c.name} | {ICON[c.status]} | {_cell(c.message, 200)} |" for c in v.checks]
+    lines += [
+        f"| {_cell(c.name, 60)} | {ICON[c.status]} | {_cell(c.message, 200)} |" for c in v.checks
+    ]
     lines.append("")
     if v.prompts:
         compared = any(p.comparison for p in v.prompts)
@@ -34,7 +40,7 @@ def markdown(v: Verdict) -> str:
         lines += [head, rule]
         for p in v.prompts:
             row = (
-                f"| {p.name} | {ICON['pass' if p.passed else 'fail']} | "
+                f"| {_cell(p.name, 60)} | {ICON['pass' if p.passed else 'fail']} | "
                 f"{_cell('; '.join(p.expectations))} | {_cell(p.answer)} |"
             )
             if p.comparison is not None:
@@ -52,7 +58,8 @@ def markdown(v: Verdict) -> str:
         for e in v.engines:
             rss = f"{e.peak_rss_bytes / 2**20:.0f} MiB" if e.peak_rss_bytes else "n/a"
             lines.append(
-                f"| {e.role} | {e.build_info or 'unknown'} | {e.load_time_s:.1f} s | {rss} |"
+                f"| {e.role} | {_cell(e.build_info or 'unknown', 80)} | "
+                f"{e.load_time_s:.1f} s | {rss} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -71,10 +78,11 @@ def junit(v: Verdict) -> str:
     def case(name: str, status: str, message: str, detail: str = "") -> None:
         nonlocal cases, failures, skipped
         cases += 1
-        tc = ET.SubElement(suite, "testcase", classname="llamapin.gate", name=name)
+        tc = ET.SubElement(suite, "testcase", classname="llamapin.gate", name=xml_text(name, 200))
+        message = xml_text(" ".join(message.split()), 2000)
         if status == "fail":
             failures += 1
-            ET.SubElement(tc, "failure", message=message).text = detail or message
+            ET.SubElement(tc, "failure", message=message).text = xml_text(detail) or message
         elif status in ("skip", "inconclusive"):
             skipped += 1
             ET.SubElement(tc, "skipped", message=message)
@@ -82,7 +90,15 @@ def junit(v: Verdict) -> str:
     for c in v.checks:
         case(c.name, c.status, c.message)
     for p in v.prompts:
-        detail = f"prompt: {p.prompt}\nexpected: {'; '.join(p.expectations)}\nanswer: {p.answer}"
+        # one line per field, so no line of the detail starts with the engine's or suite's text
+        detail = "\n".join(
+            f"{label}: {' '.join(text.split())}"
+            for label, text in (
+                ("prompt", p.prompt),
+                ("expected", "; ".join(p.expectations)),
+                ("answer", p.answer),
+            )
+        )
         case(f"prompt {p.name}", "pass" if p.passed else "fail", "; ".join(p.failures), detail)
     case("performance", v.perf.status, v.perf.reason)
     suite.set("tests", str(cases))

@@ -53,8 +53,8 @@ def test_bad_config(tmp_path: Path, text: str, match: str) -> None:
 
 
 def test_locator_needs_exactly_one_way() -> None:
-    with pytest.raises(ConfigError, match="exactly one"):
-        LocatorConfig(file="a", field="build").to_locator()
+    with pytest.raises(ValueError, match="exactly one"):  # refused when the config is loaded
+        LocatorConfig(file="a", field="build")
     loc = LocatorConfig.model_validate({"file": "a.json", "field": "build", "json": "a.b"})
     assert loc.to_locator().kind == "json"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamapin.errors import ConfigError
+from llamapin.saferegex import compile_user
 
 Endpoint = Literal["completion", "chat"]
 KINDS = ("contains", "regex", "equals_number", "json_equals", "one_of")
@@ -61,7 +63,8 @@ def check(assertion: Assertion, answer: str) -> str | None:
             else f"does not contain {value!r}"
         )
     if kind == "regex":
-        return None if re.search(str(value), text) else f"does not match /{value}/"
+        matched = compile_user(value, "a suite assertion").search(text)
+        return None if matched else f"does not match /{value}/"
     if kind == "one_of":
         options = [str(v).casefold() for v in value]
         hit = any(option in folded for option in options)
@@ -83,6 +86,8 @@ def check(assertion: Assertion, answer: str) -> str | None:
         parsed, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as exc:
         return f"has malformed JSON ({exc.msg})"
+    except RecursionError:  # an engine's answer is untrusted text
+        return "has JSON nested too deeply to read"
     return (
         None if parsed == value else f"JSON is {json.dumps(parsed)}, expected {json.dumps(value)}"
     )
@@ -92,35 +97,86 @@ def _bad(origin: str, why: str) -> ConfigError:
     return ConfigError(f"invalid suite {origin}", why, "See docs/adopting.md for the suite format")
 
 
+PROMPT_KEYS = frozenset(("name", "text", "endpoint", "n_predict", "system", *KINDS))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_value(value: object) -> bool:
+    """A value json_equals can compare and print: TOML without dates and times."""
+    if isinstance(value, dict):
+        return all(_json_value(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_json_value(v) for v in value)
+    return isinstance(value, str | int | float | bool)
+
+
+def _assertion(kind: str, value: object, where: str, origin: str) -> Assertion:
+    """Check one assertion's value when the suite is loaded, before any engine starts."""
+    ok = {
+        "contains": (isinstance(value, str) and value.strip() != "") or _is_number(value),
+        "regex": isinstance(value, str),
+        "equals_number": _is_number(value),
+        "one_of": isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, str) and v.strip() for v in value),
+        "json_equals": _json_value(value),
+    }[kind]
+    if not ok:
+        want = {
+            "contains": "a non-empty string or a number",
+            "regex": "a string",
+            "equals_number": "a number, e.g. 7 (not a string)",
+            "one_of": "a non-empty list of non-empty strings",
+            "json_equals": "a TOML value without dates or times",
+        }[kind]
+        raise _bad(origin, f"{where}: {kind} must be {want}, not {value!r}"[:300])
+    if kind == "regex":
+        compile_user(value, f"suite {origin}, {where}")
+    return Assertion(kind, value)
+
+
+def _prompt(raw: object, i: int, origin: str) -> Prompt:
+    if not isinstance(raw, dict):
+        raise _bad(origin, f"[[prompt]] entry {i + 1} is a {type(raw).__name__}, not a table")
+    name = raw.get("name", f"prompt-{i + 1}")
+    if not isinstance(name, str) or not name.strip():
+        raise _bad(origin, f"[[prompt]] entry {i + 1} has a name that is not a non-empty string")
+    where = f"prompt {name!r}"
+    unknown = sorted(str(k) for k in raw if k not in PROMPT_KEYS)
+    if unknown:
+        raise _bad(origin, f"{where} has unknown key(s) {', '.join(unknown)}")
+    if "text" not in raw:
+        raise _bad(origin, f"{where} has no text")
+    if not isinstance(raw["text"], str):
+        raise _bad(origin, f"{where}: text must be a string")
+    assertions = [_assertion(kind, raw[kind], where, origin) for kind in KINDS if kind in raw]
+    if not assertions:
+        raise _bad(origin, f"{where} has no assertion (one of {', '.join(KINDS)})")
+    endpoint = raw.get("endpoint", "completion")
+    if endpoint not in ("completion", "chat"):
+        raise _bad(origin, f"{where} has endpoint {endpoint!r}; use completion or chat")
+    n_predict = raw.get("n_predict", 16)
+    if not isinstance(n_predict, int) or isinstance(n_predict, bool) or n_predict < 1:
+        raise _bad(origin, f"{where}: n_predict must be a positive whole number, not {n_predict!r}")
+    system = raw.get("system")
+    if system is not None and not isinstance(system, str):
+        raise _bad(origin, f"{where}: system must be a string")
+    return Prompt(name, raw["text"], tuple(assertions), endpoint, n_predict, system)
+
+
 def parse_suite(data: dict[str, Any], origin: str) -> Suite:
-    prompts = []
+    """A suite, with every value checked (types, regexes) before any engine starts."""
     raw_prompts = data.get("prompt", [])
     if not isinstance(raw_prompts, list) or not raw_prompts:
         raise _bad(origin, "it has no [[prompt]] entries")
-    for i, raw in enumerate(raw_prompts):
-        name = str(raw.get("name", f"prompt-{i + 1}"))
-        if "text" not in raw:
-            raise _bad(origin, f"prompt {name!r} has no text")
-        assertions = []
-        for kind in KINDS:
-            if kind in raw:
-                assertions.append(Assertion(kind, raw[kind]))
-        if not assertions:
-            raise _bad(origin, f"prompt {name!r} has no assertion (one of {', '.join(KINDS)})")
-        endpoint = raw.get("endpoint", "completion")
-        if endpoint not in ("completion", "chat"):
-            raise _bad(origin, f"prompt {name!r} has endpoint {endpoint!r}; use completion or chat")
-        prompts.append(
-            Prompt(
-                name,
-                str(raw["text"]),
-                tuple(assertions),
-                endpoint,
-                int(raw.get("n_predict", 16)),
-                raw.get("system"),
-            )
-        )
-    return Suite(str(data.get("name", origin)), tuple(prompts))
+    prompts = tuple(_prompt(raw, i, origin) for i, raw in enumerate(raw_prompts))
+    name = data.get("name", origin)
+    if not isinstance(name, str):
+        raise _bad(origin, "its name must be a string")
+    return Suite(name, prompts)
 
 
 def load_suite(path: Path | None) -> Suite:
@@ -133,5 +189,9 @@ def load_suite(path: Path | None) -> Suite:
         return parse_suite(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
     except FileNotFoundError:
         raise _bad(str(path), "the file does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _bad(str(path), str(exc)) from None
+    except IsADirectoryError:
+        raise _bad(str(path), "it is a directory, where a file belongs") from None
+    except UnicodeDecodeError as exc:
+        raise _bad(str(path), f"it is not UTF-8 text (byte {exc.start})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise _bad(str(path), str(exc) or "it is nested too deeply") from None

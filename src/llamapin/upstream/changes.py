@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,28 +169,3 @@ def group_commits(subjects: list[str]) -> dict[str, list[str]]:
     for subject in subjects:
         groups.setdefault(commit_area(subject), []).append(subject)
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
-
-
-# --- Markdown safety ------------------------------------------------------------------------------
-
-_INVISIBLE = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp"}
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-ZWSP = "\u200b"
-
-
-def sanitize(text: str, limit: int = 200) -> str:
-    """Upstream text made inert for a Markdown PR body.
-
-    No raw HTML (``<`` ``>`` ``&`` become entities), no links or images (Markdown
-    punctuation is escaped), no @-mentions or #-references that would ping people
-    or link issues here (a zero-width space breaks them), no bare URLs turning
-    into links, no control or bidirectional-override characters, one line, bounded.
-    """
-    flat = " ".join(text.split())
-    flat = "".join(ch for ch in flat if unicodedata.category(ch) not in _INVISIBLE)
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    flat = _MD_SPECIAL.sub(r"\\\1", flat)
-    flat = flat.replace("@", "@" + ZWSP).replace(":", ":" + ZWSP)
-    return re.sub(r"(?i)www(\\?\.)", "www" + ZWSP + r"\1", flat)

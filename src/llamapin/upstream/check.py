@@ -21,6 +21,7 @@ from llamapin.config import Config
 from llamapin.errors import ConfigError, ForgeError, IntegrityError, PackageIndexError
 from llamapin.fetch import Cache, IndexFile, download, index_files, normalize
 from llamapin.pin import BUILD_RE, COMMIT_RE, SHA256_RE, Asset, Pin
+from llamapin.saferegex import asset_pattern
 from llamapin.upstream import archs as arch_table
 from llamapin.upstream.changes import (
     Relevance,
@@ -191,8 +192,8 @@ def resolve_asset(key: str, build: Build, cfg: Config, lookup: Lookup) -> tuple[
     pattern = cfg.upstream.asset_patterns.get(key)
     if pattern is None:
         return None, f"no asset pattern for platform {key} (upstream.asset_patterns)"
-    regex = re.compile(pattern.replace("{tag}", re.escape(build.tag)) + "$")
-    matches = [a for a in lookup.release.values() if regex.match(a.name)]
+    regex = asset_pattern(pattern, build.tag, f"upstream.asset_patterns.{key}")
+    matches = [a for a in lookup.release.values() if regex.search(a.name)]
     if not matches:
         return None, f"release {build.tag} has no asset for {key}"
     asset = matches[0]
