@@ -78,6 +78,12 @@ class FakeGitHub:
         self.downloads: dict[str, bytes] = {}
         self.rate_limited = False
         self.ids = 1000
+        # Secondary rate limits, one per request while any are left: (403 or 429, the
+        # Retry-After seconds or None), answered as GitHub does.
+        self.secondary: list[tuple[int, str | None]] = []
+        self.rate_reset: str | None = None  # an x-ratelimit-reset to send instead of +30 min
+        self.moved: dict[str, str] = {}  # old full name -> new (a renamed repository)
+        self.repo_ids: dict[int, str] = {}  # repository id -> full name, for /repositories/{id}
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -143,6 +149,22 @@ class FakeGitHub:
     def _id(self) -> int:
         self.ids += 1
         return self.ids
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a repository, as GitHub does: the old name answers a redirect to
+        /repositories/{id} (301 for GET, 307 for other methods)."""
+        repo = self.repos.pop(old)
+        repo.full_name = new
+        self.repos[new] = repo
+        self.moved[old] = new
+        self.repo_ids.setdefault(self._id(), new)
+
+    def _canonical(self, path: str) -> str:
+        """/repositories/{id}/... as the /repos/{owner}/{repo}/... path it stands for."""
+        m = re.match(r"^/repositories/(\d+)(/.*)?$", path)
+        if m and int(m.group(1)) in self.repo_ids:
+            return f"/repos/{self.repo_ids[int(m.group(1))]}{m.group(2) or ''}"
+        return path
 
     def add_release(
         self,
@@ -241,11 +263,16 @@ class FakeGitHub:
         """Every recorded response that does not match GitHub's published description."""
         problems = []
         for call in self.calls:
-            if call.status == 304 or not call.path.startswith("/repos"):
+            path = self._canonical(call.path)
+            if call.status == 304 or not path.startswith("/repos"):
                 continue
-            for err in self.spec.response_errors(
-                call.method, call.path, call.status, call.response
-            ):
+            errors = self.spec.response_errors(call.method, path, call.status, call.response)
+            if call.status in (301, 307) and errors:
+                # GitHub redirects every endpoint of a renamed repository; the description
+                # documents it on a few (moved_permanently, temporary_redirect: basic-error).
+                basic = {"$ref": "#/components/schemas/basic-error"}
+                errors = self.spec._schema_errors(basic, call.response)
+            for err in errors:
                 problems.append(f"{call.line} -> {call.status}: {err}")
         return problems
 
@@ -280,6 +307,7 @@ class FakeGitHub:
         auth: str | None,
         headers: dict[str, str],
     ) -> tuple[int, dict[str, str], Any]:
+        path = self._canonical(path)
         if self.token is not None and auth != f"Bearer {self.token}":
             return self._error(401, "Bad credentials")
         if self.rate_limited:
@@ -292,10 +320,19 @@ class FakeGitHub:
                 {
                     "x-ratelimit-limit": "60",
                     "x-ratelimit-remaining": "0",
-                    "x-ratelimit-reset": str(reset),
+                    "x-ratelimit-reset": self.rate_reset or str(reset),
                 },
                 payload,
             )
+        if self.secondary:
+            code, after = self.secondary.pop(0)
+            status, _, payload = self._error(
+                code,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before "
+                "you try again. If you reach out to GitHub Support for help, please include "
+                "the request ID ABCD:1234:5678.",
+            )
+            return status, {} if after is None else {"retry-after": after}, payload
         line = f"{method} {path}"
         if any(f.match(line) for f in FORBIDDEN):
             return self._error(403, "llamapin must never call this endpoint")
@@ -314,6 +351,24 @@ class FakeGitHub:
                     },
                 )
         match = re.match(r"^/repos/([^/]+/[^/]+)(/.*)?$", path)
+        if match and match.group(1) in self.moved:
+            new = self.moved[match.group(1)]
+            rid = next(i for i, name in self.repo_ids.items() if name == new)
+            location = f"{self.api}/repositories/{rid}{match.group(2) or ''}"
+            if query:
+                location += "?" + "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()))
+            status = 301 if method == "GET" else 307
+            message = "Moved Permanently" if status == 301 else "Temporary Redirect"
+            return (
+                status,
+                {"Location": location},
+                {
+                    "message": message,
+                    "url": location,
+                    "documentation_url": "https://docs.github.com/rest/guides/"
+                    "best-practices-for-using-the-rest-api#follow-redirects",
+                },
+            )
         if not match or match.group(1) not in self.repos:
             return self._error(404, "Not Found")
         repo = self.repos[match.group(1)]
