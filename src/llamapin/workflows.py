@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import stat
+import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -12,6 +18,24 @@ from llamapin.errors import ConfigError
 
 GATE_PATH = ".github/workflows/llamapin-gate.yml"
 BUMP_PATH = ".github/workflows/llamapin-bump.yml"
+
+# A branch name git and GitHub both accept, without the forms git forbids ('..', '@{', '//',
+# a leading '.', '/' or '-', a trailing '.', '/' or '.lock') and without any character a
+# shell, YAML or a workflow expression gives a meaning to.
+REF_PATTERN = r"(?!.*\.\.)(?!.*@\{)(?!.*//)(?![./-])[A-Za-z0-9._/-]{1,200}(?<![./])(?<!\.lock)"
+REF_RE = re.compile(rf"^{REF_PATTERN}\Z")
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?"
+_URL_PATH = r"[A-Za-z0-9._~%+/-]{1,400}"
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?"
+INSTALL_FORMS = (
+    # name==version, with optional extras: an exact pin from a package index
+    re.compile(rf"^{_NAME}(?:\[{_NAME}(?:,{_NAME})*\])?==[A-Za-z0-9][A-Za-z0-9.+!_-]{{0,60}}\Z"),
+    # a wheel over HTTPS, optionally with its sha256
+    re.compile(rf"^https://{_HOST}/{_URL_PATH}\.whl(?:#sha256=[0-9a-f]{{64}})?\Z"),
+    # a git repository over HTTPS at a full commit
+    re.compile(rf"^git\+https://{_HOST}/{_URL_PATH}@[0-9a-f]{{40}}\Z"),
+)
+_PATH_PART = re.compile(r"^[A-Za-z0-9._+-]{1,255}\Z")
 
 
 @dataclass(frozen=True)
@@ -30,26 +54,94 @@ def runner_for(platform: str) -> str:
     return "ubuntu-22.04"
 
 
+def check_install(value: str) -> str:
+    """``init --install``: a pinned requirement, an HTTPS wheel, a git URL at a full commit,
+    or a relative path; nothing a shell, YAML or a workflow expression could read as code."""
+    if not any(form.match(value) for form in INSTALL_FORMS) and not _relative_path(value):
+        raise ConfigError(
+            f"bad --install value {value!r}",
+            "it is not name==version, an https://....whl URL, a git+https://...@<40-hex "
+            "commit> URL, or a relative path",
+            "Pin llamapin exactly, e.g. --install llamapin==1.2.3",
+        )
+    return value
+
+
+def _relative_path(value: str) -> bool:
+    """'.', or a relative path of plain names (a wheel, or with a '/'), never '..', never
+    starting with '-' or '/'."""
+    if value in (".", "./"):
+        return True
+    if "/" not in value and not value.endswith(".whl"):
+        return False  # pip would read a bare name as an unpinned requirement
+    parts = value.removeprefix("./").removesuffix("/").split("/")
+    return not value.startswith("-") and all(
+        _PATH_PART.match(x) and x not in (".", "..") and not x.startswith("-") for x in parts
+    )
+
+
+def check_branch(value: str) -> str:
+    """``init --default-branch``: a plain git branch name."""
+    if not REF_RE.match(value):
+        raise ConfigError(
+            f"bad --default-branch value {value!r}",
+            "it is not a plain git branch name (letters, digits, '.', '_', '-', '/')",
+            "Name the repository's default branch, e.g. --default-branch main",
+        )
+    return value
+
+
 def render(name: str, platform: str, install: str, default_branch: str) -> str:
+    """A workflow from its template. The install spec reaches the workflow only as a quoted
+    ``env:`` value, and both values are checked first."""
     template = Template(files("llamapin").joinpath(f"templates/{name}.yml").read_text())
     return template.safe_substitute(
         VERSION=__version__,
         RUNNER=runner_for(platform),
-        INSTALL=install,
-        DEFAULT_BRANCH=default_branch,
+        INSTALL=json.dumps(check_install(install)),
+        DEFAULT_BRANCH=check_branch(default_branch),
     )
+
+
+def _no_links(root: Path, rel: str) -> Path:
+    """``root / rel``, refused when a directory on the way is a symlink or not a directory,
+    or the file itself is something other than a regular file or a symlink."""
+    path = root
+    parts = Path(rel).parts
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            break
+        last = i == len(parts) - 1
+        if stat.S_ISLNK(mode) and not last:
+            raise ConfigError(
+                f"refusing to write {rel}",
+                f"{path.relative_to(root)} is a symlink: the workflow would land outside the "
+                "project",
+                f"Replace the link {path.relative_to(root)} with a real directory",
+            )
+        ok = stat.S_ISLNK(mode) or stat.S_ISREG(mode) if last else stat.S_ISDIR(mode)
+        if not ok:
+            raise ConfigError(
+                f"refusing to write {rel}",
+                f"{path.relative_to(root)} is neither a " + ("file" if last else "directory"),
+                f"Move {path.relative_to(root)} out of the way",
+            )
+    return root / rel
 
 
 def plan(root: Path, rendered: dict[str, str]) -> list[Planned]:
     out = []
     for rel, text in rendered.items():
-        path = root / rel
-        if not path.exists():
+        path = _no_links(root, rel)
+        if not os.path.lexists(path):
             status = "write"
-        elif path.read_text(encoding="utf-8") == text:
+        elif not path.is_symlink() and path.read_bytes() == text.encode("utf-8"):
             status = "unchanged"
         else:
-            status = "edited"
+            status = "edited"  # a symlink is never taken as ours, whatever it points at
         out.append(Planned(rel, text, status))
     return out
 
@@ -69,8 +161,24 @@ def apply(root: Path, planned: list[Planned], force: bool) -> list[str]:
         if p.status == "unchanged":
             lines.append(f"unchanged: {p.path}")
             continue
-        path = root / p.path
+        path = _no_links(root, p.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(p.text, encoding="utf-8")
+        _no_links(root, p.path)  # again, now that the directories exist
+        _replace(path, p.text)
         lines.append(f"{'replaced' if p.status == 'edited' else 'wrote'}: {p.path}")
     return lines
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to a fresh, uniquely named file beside ``path`` (never an existing
+    name) and rename it over ``path``: a symlink there is replaced, its target never opened."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            os.fchmod(handle.fileno(), 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

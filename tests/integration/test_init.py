@@ -83,9 +83,10 @@ def test_init_writes_clean_workflows(
     gate = (tmp_path / ".github/workflows/llamapin-gate.yml").read_text()
     assert "permissions:\n  contents: read" in gate
     bump = (tmp_path / ".github/workflows/llamapin-bump.yml").read_text()
-    # nothing at the top; the one job gets only what pushing a branch and a PR needs
+    # nothing at the top; the prepare job reads, only the publish job (no upstream code) writes
     assert "\npermissions: {}\n" in bump
-    assert "    permissions:\n      contents: write\n      pull-requests: write\n" in bump
+    assert "    permissions:\n      contents: read # " in bump
+    assert "    permissions:\n      contents: write # push the bump branch\n" in bump
     assert "workflow_dispatch:" in bump and "cron:" in bump
     assert "group: engine-bump\n  cancel-in-progress: false" in bump
     assert "args+=(--status)" in bump  # default-token fallback: a commit status

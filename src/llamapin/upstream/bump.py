@@ -5,20 +5,31 @@ never touched), rewrite the pin and its locators, ensure the candidate, gate it
 against the current pin, commit with a sign-off, push, then open or update the
 PR and close the ones it supersedes.
 
+In CI the work is split so no upstream binary runs next to a write token:
+``prepare_bump`` (no token) makes, ensures and gates the commit and writes it as a git
+bundle with a plan; ``publish_bump`` (the token) verifies that change against the
+repository, pushes it and opens the PR, and runs no upstream code. ``run_bump`` is the
+one-shot local run.
+
 Nothing here merges, approves, or enables auto-merge: the PR waits for a human.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
+import stat
 import subprocess
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from llamapin import report
 from llamapin.config import Config
@@ -26,17 +37,21 @@ from llamapin.engine.bundle import declared_libraries, drift
 from llamapin.engine.ensure import EnsureResult, ensure
 from llamapin.errors import ConfigError, ForgeError
 from llamapin.gate.verdict import Verdict
-from llamapin.pin import Pin, lock_text, write_locators, write_lock
-from llamapin.upstream.changes import sanitize
+from llamapin.inert import code, republished, sanitize
+from llamapin.pin import Pin, lock_text, pin_from_dict, write_locators, write_lock
+from llamapin.procenv import env_for
 from llamapin.upstream.check import Decision, Summary, Upstream, run_check, summarize
 from llamapin.upstream.github import GitHub, redact
+from llamapin.workflows import REF_PATTERN
 
 BRANCH_PREFIX = "llamapin/bump-"
 TRAILER = "Llamapin-Bump"
 
 
 def git(args: list[str], cwd: Path, *, secret: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env=env_for("git")
+    )
     if check and proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         first = next((x for x in lines if x.startswith(("fatal:", "error:"))), None)
@@ -126,10 +141,10 @@ def commits_markdown(summary: Summary) -> str:
     if summary.added is None:
         lines.append("**New model architectures**: unknown (no source of one build on the index)")
     else:
-        added = ", ".join(f"`{sanitize(a)}`" for a in summary.added) or "none"
+        added = ", ".join(f"`{code(a)}`" for a in summary.added) or "none"
         lines.append(f"**New model architectures**: {added}")
         if summary.removed:
-            removed = ", ".join(f"`{sanitize(a)}`" for a in summary.removed)
+            removed = ", ".join(f"`{code(a)}`" for a in summary.removed)
             lines.append(f"**Removed architectures**: {removed}")
     lines.append(
         f"**Server**: {len(summary.server_commits)} commit(s), "
@@ -177,7 +192,8 @@ def pr_body(
         "|---|---|---|---|",
     ]
     for key, asset in sorted(new.assets.items()):
-        head.append(f"| {key} | `{asset.name}` | {asset.size or ''} | `{asset.sha256}` |")
+        name, size = code(asset.name), asset.size or ""
+        head.append(f"| `{code(key)}` | `{name}` | {size} | `{asset.sha256}` |")
     head += [f"- {sanitize(n, 300)}" for n in notes]
     body = [
         *head,
@@ -293,7 +309,15 @@ def forge_for(cfg: Config, root: Path, token: str | None) -> Forge:
             f"forge.repo is not set and remote '{cfg.forge.remote}' is not a GitHub URL",
             "Set forge.repo = 'owner/name' in the config",
         )
-    return Forge(root, cfg, GitHub(cfg.forge.api_url, repo, token, fetch.client()))
+    api = GitHub(
+        cfg.forge.api_url,
+        repo,
+        token,
+        fetch.client(),
+        token_env=cfg.forge.token_env,
+        max_wait_s=cfg.upstream.max_wait_s,
+    )
+    return Forge(root, cfg, api)
 
 
 def worktree_path(cfg: Config, root: Path, branch: str) -> Path:
@@ -302,24 +326,83 @@ def worktree_path(cfg: Config, root: Path, branch: str) -> Path:
 
 
 GateFn = Callable[[Config, Path, Pin, EnsureResult, EnsureResult], Verdict]
+Git = Callable[..., str]
 
 
-def run_bump(
+@dataclass(frozen=True)
+class Made:
+    """The signed-off commit a bump made on top of the base, and what the gate said."""
+
+    head: str
+    verdict: Verdict
+    change: ClosureChange
+    files: list[str]
+
+
+def make_commit(
     up: Upstream,
-    forge: Forge,
-    now: datetime,
+    run: Git,
+    root: Path,
+    base_ref: str,
+    new_pin: Pin,
+    summary: Summary,
     gate: GateFn,
     say: Callable[[str], None],
-    *,
-    post_status: bool = False,
-) -> BumpResult:
-    cfg, root, pin = up.cfg, forge.root, up.pin
-    decision = run_check(up, now)
-    if not decision.bump or decision.target is None:
-        return BumpResult("none", f"nothing to bump: {decision.reason}")
-    target = decision.target
-    branch = BRANCH_PREFIX + target.tag
-    base = forge.base()
+) -> Made:
+    """In a throwaway worktree at ``base_ref``: rewrite the pin and its locators, ensure the
+    candidate and the baseline, gate them, and commit. This half runs upstream code, so it
+    must never run in a process that holds a token that can write the repository."""
+    cfg, pin = up.cfg, up.pin
+    wt = worktree_path(cfg, root, BRANCH_PREFIX + new_pin.build)
+    if wt.exists():
+        run("worktree", "remove", "--force", str(wt), check=False)
+        shutil.rmtree(wt, ignore_errors=True)
+    run("worktree", "prune")
+    wt.parent.mkdir(parents=True, exist_ok=True)
+    run("worktree", "add", "--quiet", "--detach", str(wt), base_ref)
+    try:
+        write_lock(wt / cfg.lock, new_pin)
+        changed = [cfg.lock, *write_locators(wt, cfg.locator_list(), new_pin)]
+        say(f"ensure the candidate {new_pin.build}")
+        cand = ensure(cfg, wt, new_pin, say=say)
+        say(f"ensure the current pin {pin.build} as the baseline")
+        basel = ensure(cfg, root, pin, say=say)
+        declared = _declared(cfg, wt)
+        change = closure_change(
+            list(basel.manifest.closure["libs"]), list(cand.manifest.closure["libs"]), declared
+        )
+        verdict = gate(cfg, wt, new_pin, cand, basel)
+        run("add", "--", *changed, cwd=wt)
+        ident = ["-c", f"user.name={cfg.forge.author_name}"]
+        ident += ["-c", f"user.email={cfg.forge.author_email}"]
+        run(
+            *ident,
+            "commit",
+            "--quiet",
+            "--signoff",
+            "-m",
+            commit_message(pin, new_pin, summary, verdict),
+            cwd=wt,
+        )
+        head = run("rev-parse", "HEAD", cwd=wt).strip()
+    finally:
+        run("worktree", "remove", "--force", str(wt), check=False)
+        shutil.rmtree(wt, ignore_errors=True)
+    return Made(head, verdict, change, changed)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """What the forge holds for a bump branch before anything is pushed."""
+
+    existing_sha: str | None
+    prs: list[dict[str, Any]]
+    mine: dict[str, Any] | None
+
+
+def remote_state(forge: Forge, base: str, branch: str, tag: str) -> Remote | BumpResult:
+    """The branch and PRs as they are now, or the result that ends the run: a branch holding
+    someone else's commits is an error; a PR a person declined is never reopened."""
     existing_sha = forge.remote_sha(branch)
     if existing_sha is not None:
         strangers = foreign(forge.branch_commits(base, branch))
@@ -339,84 +422,73 @@ def run_bump(
         if closed is not None:
             return BumpResult(
                 "declined",
-                f"PR #{closed['number']} for {target.tag} was closed without merging: llamapin "
+                f"PR #{closed['number']} for {tag} was closed without merging: llamapin "
                 f"will not reopen it. A newer eligible build gets its own PR; to propose "
-                f"{target.tag} again, delete the branch {branch}",
+                f"{tag} again, delete the branch {branch}",
                 int(closed["number"]),
                 str(closed["html_url"]),
             )
-    new_pin, notes = up.candidate_pin(target)
-    if mine is not None and existing_sha is not None:
-        proposed = forge.git("show", f"refs/llamapin/{branch}:{cfg.lock}", check=False)
-        if proposed == lock_text(new_pin):
-            return BumpResult(
-                "up-to-date",
-                f"PR #{mine['number']} already proposes {target.tag}; nothing changed",
-                int(mine["number"]),
-                str(mine["html_url"]),
-            )
-        say(f"PR #{mine['number']} proposes an older pin of {target.tag}: updating it in place")
-    summary = summarize(up, new_pin, decision.relevance)
-    wt = worktree_path(cfg, root, branch)
-    forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{base}:refs/llamapin/base")
-    if wt.exists():
-        forge.git("worktree", "remove", "--force", str(wt), check=False)
-        shutil.rmtree(wt, ignore_errors=True)
-    forge.git("worktree", "prune")
-    wt.parent.mkdir(parents=True, exist_ok=True)
-    forge.git("worktree", "add", "--quiet", "--detach", str(wt), "refs/llamapin/base")
-    try:
-        write_lock(wt / cfg.lock, new_pin)
-        changed = [cfg.lock, *write_locators(wt, cfg.locator_list(), new_pin)]
-        say(f"ensure the candidate {new_pin.build}")
-        cand = ensure(cfg, wt, new_pin, say=say)
-        say(f"ensure the current pin {pin.build} as the baseline")
-        basel = ensure(cfg, root, pin, say=say)
-        declared = _declared(cfg, wt)
-        change = closure_change(
-            list(basel.manifest.closure["libs"]), list(cand.manifest.closure["libs"]), declared
-        )
-        verdict = gate(cfg, wt, new_pin, cand, basel)
-        forge.git("add", "--", *changed, cwd=wt)
-        ident = ["-c", f"user.name={cfg.forge.author_name}"]
-        ident += ["-c", f"user.email={cfg.forge.author_email}"]
-        forge.git(
-            *ident,
-            "commit",
-            "--quiet",
-            "--signoff",
-            "-m",
-            commit_message(pin, new_pin, summary, verdict),
-            cwd=wt,
-        )
-        head = forge.git("rev-parse", "HEAD", cwd=wt).strip()
-        lease = f"refs/heads/{branch}:{existing_sha or ''}"
-        forge.git(
-            "push",
-            "--quiet",
-            f"--force-with-lease={lease}",
-            forge.remote,
-            f"HEAD:refs/heads/{branch}",
-            cwd=wt,
-        )
-    finally:
-        forge.git("worktree", "remove", "--force", str(wt), check=False)
-        shutil.rmtree(wt, ignore_errors=True)
-    body = pr_body(pin, new_pin, decision, summary, closure_markdown(change, cfg), verdict, notes)
-    draft = verdict.outcome != "pass"
+    return Remote(existing_sha, prs, mine)
+
+
+def up_to_date(forge: Forge, remote: Remote, branch: str, tag: str, lock: str) -> BumpResult | None:
+    """The result when the open PR already proposes exactly this lock."""
+    mine = remote.mine
+    if mine is None or remote.existing_sha is None:
+        return None
+    proposed = forge.git("show", f"refs/llamapin/{branch}:{forge.cfg.lock}", check=False)
+    if proposed != lock:
+        return None
+    return BumpResult(
+        "up-to-date",
+        f"PR #{mine['number']} already proposes {tag}; nothing changed",
+        int(mine["number"]),
+        str(mine["html_url"]),
+    )
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Everything the PR says; the commit it points at is already made."""
+
+    branch: str
+    base: str
+    head: str
+    build: str
+    title: str
+    body: str
+    outcome: str
+    reasons: list[str]
+
+
+def push_and_propose(
+    forge: Forge, remote: Remote, prop: Proposal, *, post_status: bool
+) -> BumpResult:
+    """Push the commit (with a lease on what the branch held), then open or update its PR,
+    close the ones it supersedes, and post the commit status if asked. Runs no upstream code."""
+    cfg, branch = forge.cfg, prop.branch
+    lease = f"refs/heads/{branch}:{remote.existing_sha or ''}"
+    forge.git(
+        "push",
+        "--quiet",
+        f"--force-with-lease={lease}",
+        forge.remote,
+        f"{prop.head}:refs/heads/{branch}",
+    )
+    mine, body = remote.mine, prop.body
+    draft = prop.outcome != "pass"
     if draft and mine is not None and not mine.get("draft"):
         body = (
             "> **The gate now fails for this update.** Mark this PR as a draft, or close it.\n\n"
             + body
         )
-    title = pr_title(pin, new_pin)
     if mine is None:
         pr = forge.gh.post(
             "repos/{repo}/pulls",
             {
-                "title": title,
+                "title": prop.title,
                 "head": branch,
-                "base": base,
+                "base": prop.base,
                 "body": body,
                 "draft": draft,
                 "maintainer_can_modify": False,
@@ -425,7 +497,7 @@ def run_bump(
         action = "opened"
     else:
         pr = forge.gh.patch(
-            f"repos/{{repo}}/pulls/{mine['number']}", {"title": title, "body": body}
+            f"repos/{{repo}}/pulls/{mine['number']}", {"title": prop.title, "body": body}
         )
         action = "updated"
     number = int(pr["number"])
@@ -437,34 +509,427 @@ def run_bump(
             {"reviewers": cfg.forge.reviewers},
         )
     superseded = []
-    for other in prs:
+    for other in remote.prs:
         if other["head"]["ref"] == branch:
             continue
         forge.gh.post(
             f"repos/{{repo}}/issues/{other['number']}/comments",
-            {"body": f"Superseded by #{number} ({new_pin.build}). Closed by llamapin."},
+            {"body": f"Superseded by #{number} ({prop.build}). Closed by llamapin."},
         )
         forge.gh.patch(f"repos/{{repo}}/pulls/{other['number']}", {"state": "closed"})
         superseded.append(int(other["number"]))
     if post_status:
         forge.gh.post(
-            f"repos/{{repo}}/statuses/{head}",
+            f"repos/{{repo}}/statuses/{prop.head}",
             {
-                "state": "success" if verdict.outcome == "pass" else "failure",
+                "state": "success" if prop.outcome == "pass" else "failure",
                 "context": cfg.forge.status_context,
-                "description": "; ".join([f"gate {verdict.outcome}", *verdict.reasons])[:140],
+                "description": "; ".join([f"gate {prop.outcome}", *prop.reasons])[:140],
             },
         )
     return BumpResult(
         action,
-        f"{action} PR #{number} for {new_pin.build} (gate {verdict.outcome})"
+        f"{action} PR #{number} for {prop.build} (gate {prop.outcome})"
         + (" as a draft" if draft and action == "opened" else ""),
         number,
         str(pr["html_url"]),
         draft,
         superseded,
-        verdict.outcome,
+        prop.outcome,
     )
+
+
+def run_bump(
+    up: Upstream,
+    forge: Forge,
+    now: datetime,
+    gate: GateFn,
+    say: Callable[[str], None],
+    *,
+    post_status: bool = False,
+) -> BumpResult:
+    """The one-shot bump, for a trusted local run: prepare and publish in one process."""
+    cfg, root, pin = up.cfg, forge.root, up.pin
+    decision = run_check(up, now)
+    if not decision.bump or decision.target is None:
+        return BumpResult("none", f"nothing to bump: {decision.reason}")
+    target = decision.target
+    branch = BRANCH_PREFIX + target.tag
+    base = forge.base()
+    remote = remote_state(forge, base, branch, target.tag)
+    if isinstance(remote, BumpResult):
+        return remote
+    new_pin, notes = up.candidate_pin(target)
+    same = up_to_date(forge, remote, branch, target.tag, lock_text(new_pin))
+    if same is not None:
+        return same
+    if remote.mine is not None and remote.existing_sha is not None:
+        say(
+            f"PR #{remote.mine['number']} proposes an older pin of {target.tag}: "
+            "updating it in place"
+        )
+    summary = summarize(up, new_pin, decision.relevance)
+    forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{base}:refs/llamapin/base")
+    made = make_commit(up, forge.git, root, "refs/llamapin/base", new_pin, summary, gate, say)
+    body = pr_body(
+        pin, new_pin, decision, summary, closure_markdown(made.change, cfg), made.verdict, notes
+    )
+    prop = Proposal(
+        branch,
+        base,
+        made.head,
+        new_pin.build,
+        pr_title(pin, new_pin),
+        body,
+        made.verdict.outcome,
+        list(made.verdict.reasons),
+    )
+    return push_and_propose(forge, remote, prop, post_status=post_status)
+
+
+# --- the split bump: an unprivileged half that runs upstream code, a privileged half that --
+# --- only verifies and publishes -----------------------------------------------------------
+
+PLAN_FILE = "plan.json"
+BUNDLE_FILE = "change.bundle"
+PLAN_SCHEMA = 1
+BUILD_PATTERN = r"b[0-9]{1,9}"
+BRANCH_RE = re.compile(rf"llamapin/bump-({BUILD_PATTERN})")
+SHA1_PATTERN = r"[0-9a-f]{40}"
+MAX_PLAN_BYTES = 512 * 1024
+MAX_BUNDLE_BYTES = 8 * 1024 * 1024
+MAX_BODY_CHARS = 60_000  # GitHub refuses PR bodies over 65536 characters
+
+
+class PlanModel(BaseModel):
+    """plan.json: what the unprivileged job says it prepared. Untrusted: every field is
+    checked here, and the commit it names is checked against the repository in publish."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, regex_engine="python-re")
+
+    schema_: Literal[1] = Field(alias="schema")
+    action: Literal["none", "prepared"]
+    message: Annotated[str, StringConstraints(max_length=2000)]
+    branch: Annotated[str, StringConstraints(pattern=rf"^{BRANCH_RE.pattern}\Z")] | None = None
+    build: Annotated[str, StringConstraints(pattern=rf"^{BUILD_PATTERN}\Z")] | None = None
+    base: Annotated[str, StringConstraints(pattern=rf"^{REF_PATTERN}\Z")] | None = None
+    base_sha: Annotated[str, StringConstraints(pattern=rf"^{SHA1_PATTERN}\Z")] | None = None
+    head_sha: Annotated[str, StringConstraints(pattern=rf"^{SHA1_PATTERN}\Z")] | None = None
+    files: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=500)]], Field(max_length=64)]
+        | None
+    ) = None
+    outcome: Literal["pass", "fail", "inconclusive"] | None = None
+    reasons: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=2000)]], Field(max_length=50)]
+        | None
+    ) = None
+    body: Annotated[str, StringConstraints(max_length=MAX_BODY_CHARS)] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan of a prepared bump."""
+
+    branch: str
+    build: str
+    base: str
+    base_sha: str
+    head_sha: str
+    files: list[str]
+    outcome: str
+    reasons: list[str]
+    body: str
+
+
+def _refuse(why: str, detail: str = "") -> ForgeError:
+    return ForgeError(
+        "refusing to publish the prepared bump",
+        why,
+        "Publish only what 'llamapin bump --prepare' wrote for this repository; run the "
+        "prepare job again",
+        detail=detail,
+    )
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    """A regular file's bytes, refusing links, other file types and anything over ``cap``."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise _refuse(f"{path.name} is missing from the prepared change") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(f"{path.name} is not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise _refuse(f"{path.name} is over the {cap}-byte limit")
+    return data
+
+
+def read_plan(out_dir: Path) -> Plan | BumpResult:
+    """The prepared plan, validated field by field; a plan of no bump is its result."""
+    data = _read_capped(out_dir / PLAN_FILE, MAX_PLAN_BYTES)
+    try:
+        raw = json.loads(data.decode("utf-8"))
+        model = PlanModel.model_validate(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _refuse(f"{PLAN_FILE} is not UTF-8 JSON ({type(exc).__name__})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top)"
+        raise _refuse(f"{PLAN_FILE} field {where}: {first['msg']}") from None
+    if model.action == "none":
+        # The prepare job's log says why; its text is not repeated in the privileged job.
+        return BumpResult("none", "nothing to bump: the prepare job found no build to adopt")
+    values = (
+        model.branch,
+        model.build,
+        model.base,
+        model.base_sha,
+        model.head_sha,
+        model.files,
+        model.outcome,
+        model.reasons,
+        model.body,
+    )
+    if any(v is None for v in values):
+        raise _refuse(f"{PLAN_FILE} of a prepared bump lacks a field it needs")
+    plan = Plan(*values)  # type: ignore[arg-type]
+    if plan.branch != BRANCH_PREFIX + plan.build:
+        raise _refuse(f"the plan names branch {plan.branch} for build {plan.build}")
+    if "\x00" in plan.body:
+        raise _refuse("the PR body holds a NUL character")
+    return plan
+
+
+def current_branch(root: Path) -> str:
+    name = git(["symbolic-ref", "--quiet", "--short", "HEAD"], root, check=False).strip()
+    if not name:
+        raise ConfigError(
+            "no base branch to prepare the bump on",
+            "forge.base is not set and the checkout is not on a branch (detached HEAD)",
+            "Set forge.base in the config, or check out the default branch",
+        )
+    return name
+
+
+def prepare_bump(
+    up: Upstream,
+    root: Path,
+    now: datetime,
+    gate: GateFn,
+    say: Callable[[str], None],
+    out_dir: Path,
+) -> BumpResult:
+    """The unprivileged half: decide, make and gate the commit, and write it as a git bundle
+    with a plan and the gate report into ``out_dir``. Holds no token; pushes nothing."""
+    cfg, pin = up.cfg, up.pin
+    out_dir.mkdir(parents=True, exist_ok=True)
+    decision = run_check(up, now)
+    if not decision.bump or decision.target is None:
+        result = BumpResult("none", f"nothing to bump: {decision.reason}")
+        _write_json(
+            out_dir / PLAN_FILE,
+            {"schema": PLAN_SCHEMA, "action": "none", "message": result.message[:2000]},
+        )
+        return result
+
+    def run(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+        return git(list(args), cwd or root, check=check)
+
+    target = decision.target
+    branch = BRANCH_PREFIX + target.tag
+    base = cfg.forge.base or current_branch(root)
+    tracking = f"refs/remotes/{cfg.forge.remote}/{base}"
+    # Fresh when the remote answers without credentials; else what the checkout fetched.
+    run("fetch", "--quiet", cfg.forge.remote, f"+refs/heads/{base}:{tracking}", check=False)
+    base_sha = run("rev-parse", "--verify", "--quiet", f"{tracking}^{{commit}}", check=False)
+    if not base_sha.strip():
+        raise ForgeError(
+            f"no {tracking} to prepare the bump on",
+            f"the remote '{cfg.forge.remote}' did not answer and the checkout has no copy of "
+            f"branch {base}",
+            "Check out the repository with its branches (fetch-depth: 0), or set forge.base",
+        )
+    base_sha = base_sha.strip()
+    new_pin, notes = up.candidate_pin(target)
+    summary = summarize(up, new_pin, decision.relevance)
+    made = make_commit(up, run, root, base_sha, new_pin, summary, gate, say)
+    verdict = made.verdict
+    body = pr_body(
+        pin, new_pin, decision, summary, closure_markdown(made.change, cfg), verdict, notes
+    )
+    ref = f"refs/llamapin/prepared/{branch}"
+    run("update-ref", ref, made.head)
+    bundle = out_dir / BUNDLE_FILE
+    bundle.unlink(missing_ok=True)
+    run("bundle", "create", "--quiet", str(bundle), ref, f"^{base_sha}")
+    run("update-ref", "-d", ref)
+    for name, text in (
+        ("gate.md", report.markdown(verdict)),
+        ("gate.json", report.to_json(verdict)),
+    ):
+        (out_dir / name).write_text(text, encoding="utf-8")
+    _write_json(
+        out_dir / PLAN_FILE,
+        {
+            "schema": PLAN_SCHEMA,
+            "action": "prepared",
+            "message": f"prepared {new_pin.build} on {branch} (gate {verdict.outcome})",
+            "branch": branch,
+            "build": new_pin.build,
+            "base": base,
+            "base_sha": base_sha,
+            "head_sha": made.head,
+            "files": made.files,
+            "outcome": verdict.outcome,
+            "reasons": [r[:2000] for r in verdict.reasons[:50]],
+            "body": body[:MAX_BODY_CHARS],
+        },
+    )
+    return BumpResult(
+        "prepared",
+        f"prepared {new_pin.build} on {branch} (gate {verdict.outcome}) in {out_dir}: "
+        f"publish it with 'llamapin bump --publish {out_dir}'",
+        verdict=verdict.outcome,
+    )
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _import_bundle(forge: Forge, plan: Plan, bundle: Path) -> None:
+    """Fetch the bundle's one commit into refs/llamapin/incoming, with git's object checks."""
+    _read_capped(bundle, MAX_BUNDLE_BYTES)
+    heads = forge.git("bundle", "list-heads", str(bundle), check=False).split()
+    if heads != [plan.head_sha, f"refs/llamapin/prepared/{plan.branch}"]:
+        raise _refuse(f"{BUNDLE_FILE} does not hold exactly the commit the plan names")
+    forge.git(
+        "-c",
+        "fetch.fsckObjects=true",
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        str(bundle),
+        f"+{heads[1]}:refs/llamapin/incoming",
+    )
+
+
+def verify_prepared(forge: Forge, plan: Plan, out_dir: Path) -> tuple[Pin, Pin]:
+    """Check the prepared commit against the repository, byte for byte: one commit on the
+    base, touching only the lock and the locator files, holding exactly what llamapin writes
+    for the pin in its lock. Returns (the base's pin, the proposed pin)."""
+    cfg = forge.cfg
+    forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{plan.base}:refs/llamapin/base")
+    merge_base = forge.git("merge-base", plan.base_sha, "refs/llamapin/base", check=False)
+    if merge_base.strip() != plan.base_sha:
+        raise _refuse(f"the base {plan.base_sha[:12]} is not on branch {plan.base}")
+    _import_bundle(forge, plan, out_dir / BUNDLE_FILE)
+    head = plan.head_sha
+    parents = forge.git("rev-list", "--parents", "-n", "1", head).split()
+    if parents != [head, plan.base_sha]:
+        raise _refuse(f"commit {head[:12]} is not one commit on top of {plan.base_sha[:12]}")
+    allowed = {cfg.lock, *(loc.file for loc in cfg.locator_list())}
+    changed = []
+    for line in forge.git("diff-tree", "-r", "--no-renames", plan.base_sha, head).splitlines():
+        meta, path = line.split("\t", 1)
+        old_mode, new_mode, _, _, status = meta.lstrip(":").split()
+        if path not in allowed:
+            raise _refuse(f"the commit changes {path!r}, which is not the lock or a locator")
+        if status != "M" or old_mode != new_mode or new_mode not in ("100644", "100755"):
+            raise _refuse(f"the commit changes {path!r} in a way bump never does ({status})")
+        changed.append(path)
+    if sorted(changed) != sorted(plan.files) or cfg.lock not in changed:
+        raise _refuse("the files the commit changes are not the ones the plan declares")
+    old = _pin_at(forge, plan.base_sha)
+    new = _pin_at(forge, head)
+    if new.build != plan.build:
+        raise _refuse(f"the commit's lock pins {new.build}, the plan says {plan.build}")
+    _same_as_rewrite(forge, plan, new)
+    message = forge.git("log", "-1", "--format=%s%n%(trailers:key=" + TRAILER + ",valueonly)", head)
+    subject, _, trailer = message.partition("\n")
+    if subject != pr_title(old, new) or trailer.strip() != new.build:
+        raise _refuse("the commit's subject or trailer is not the one bump writes")
+    return old, new
+
+
+def _pin_at(forge: Forge, rev: str) -> Pin:
+    text = forge.git("show", f"{rev}:{forge.cfg.lock}")
+    try:
+        return pin_from_dict(tomllib.loads(text), f"{forge.cfg.lock} at {rev[:12]}")
+    except tomllib.TOMLDecodeError as exc:
+        raise _refuse(f"{forge.cfg.lock} at {rev[:12]} is not TOML: {exc}") from None
+
+
+def _same_as_rewrite(forge: Forge, plan: Plan, new: Pin) -> None:
+    """Rewrite the base's lock and locators for ``new`` in a scratch worktree; the commit must
+    hold exactly those bytes (so no code rides along inside a locator file)."""
+    cfg = forge.cfg
+    wt = worktree_path(cfg, forge.root, "publish-" + plan.branch)
+    if wt.exists():
+        forge.git("worktree", "remove", "--force", str(wt), check=False)
+        shutil.rmtree(wt, ignore_errors=True)
+    forge.git("worktree", "prune")
+    wt.parent.mkdir(parents=True, exist_ok=True)
+    forge.git("worktree", "add", "--quiet", "--detach", str(wt), plan.base_sha)
+    try:
+        write_lock(wt / cfg.lock, new)
+        write_locators(wt, cfg.locator_list(), new)
+        for path in plan.files:
+            want = (wt / path).read_bytes()
+            got = forge.git("show", f"{plan.head_sha}:{path}").encode("utf-8")
+            if want != got:
+                raise _refuse(f"{path} in the commit is not what llamapin writes for {new.build}")
+    finally:
+        forge.git("worktree", "remove", "--force", str(wt), check=False)
+        shutil.rmtree(wt, ignore_errors=True)
+
+
+def compare_prefix(cfg: Config) -> str:
+    """The one link a PR body holds: upstream's compare view of the two builds."""
+    return f"{cfg.upstream.html_url.rstrip('/')}/{cfg.upstream.repo}/compare/"
+
+
+def publish_bump(
+    forge: Forge, out_dir: Path, say: Callable[[str], None], *, post_status: bool = False
+) -> BumpResult:
+    """The privileged half: verify what prepare wrote, push it and open or update the PR.
+    Runs no upstream code (no ensure, no gate, no engine)."""
+    plan = read_plan(out_dir)
+    if isinstance(plan, BumpResult):
+        return plan
+    base = forge.base()
+    if plan.base != base:
+        raise _refuse(f"the plan was prepared on {plan.base}, the PR base is {base}")
+    remote = remote_state(forge, base, plan.branch, plan.build)
+    if isinstance(remote, BumpResult):
+        return remote
+    try:
+        old, new = verify_prepared(forge, plan, out_dir)
+    except UnicodeDecodeError:
+        raise _refuse("the prepared commit holds text that is not UTF-8") from None
+    same = up_to_date(forge, remote, plan.branch, plan.build, lock_text(new))
+    if same is not None:
+        return same
+    if remote.mine is not None and remote.existing_sha is not None:
+        say(
+            f"PR #{remote.mine['number']} proposes an older pin of {plan.build}: "
+            "updating it in place"
+        )
+    prop = Proposal(
+        plan.branch,
+        base,
+        plan.head_sha,
+        new.build,
+        pr_title(old, new),
+        # The body was written by the job that ran upstream code: made inert once more here.
+        republished(plan.body, (compare_prefix(forge.cfg),)),
+        plan.outcome,
+        plan.reasons,
+    )
+    return push_and_propose(forge, remote, prop, post_status=post_status)
 
 
 def _declared(cfg: Config, root: Path) -> list[str] | None:
