@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import shlex
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llamapin import __version__
+from llamapin import __version__, lifetime
 from llamapin.archive import Limits
 from llamapin.config import Config
 from llamapin.engine import bundle as bnd
@@ -27,15 +26,34 @@ from llamapin.engine.closure import Closure, compute, find_binary, host_system_c
 from llamapin.engine.sources import Context, source_for
 from llamapin.errors import BundleError, EngineError, IntegrityError
 from llamapin.fetch import Cache, client
+from llamapin.paths import bundle_relative, contained
 from llamapin.pin import Pin, pin_to_dict
+from llamapin.procenv import env_for
 
+# The two --version formats llama.cpp has printed, each followed by "built with ..." lines:
+#   up to about b10400:  version: 10068 (571d0d540)
+#   from about b10400:   version: 0.1.0-dev (build 1, commit 7e4c0a9)
 VERSION_RE = re.compile(r"version:\s*(\d+)\s*\(([0-9a-f]+|unknown)\)")
+VERSION_RE_NEW = re.compile(
+    r"version:\s*\S+\s*\(\s*build\s+(\d+)\s*,\s*commit\s+([0-9a-f]+|unknown)\s*\)"
+)
+MIN_COMMIT = 7  # git's shortest abbreviation; fewer hex digits name no one commit
+NOT_CHECKED = "provenance not checked"
 
 
 @dataclass(frozen=True)
 class BuildInfo:
     number: int | None
     commit: str | None
+
+    @property
+    def verifiable(self) -> bool:
+        """A usable build number (above 1: a shallow clone reports 1, no git 0) or a commit."""
+        return (self.number is not None and self.number > 1) or self.commit is not None
+
+    def describe(self) -> str:
+        number = "no build number" if self.number is None else f"build {self.number}"
+        return f"{number}, {'no commit' if self.commit is None else f'commit {self.commit}'}"
 
 
 @dataclass
@@ -56,8 +74,9 @@ class EnsureResult:
 
 
 def parse_version(text: str) -> BuildInfo:
-    """``version: 10068 (571d0d540)`` -> BuildInfo(10068, '571d0d540')."""
-    match = VERSION_RE.search(text)
+    """``version: 10068 (571d0d540)`` -> BuildInfo(10068, '571d0d540');
+    ``version: 0.1.0-dev (build 1, commit 7e4c0a9)`` -> BuildInfo(1, '7e4c0a9')."""
+    match = VERSION_RE.search(text) or VERSION_RE_NEW.search(text)
     if not match:
         return BuildInfo(None, None)
     number = int(match.group(1))
@@ -72,6 +91,8 @@ def provenance_problems(info: BuildInfo, pin: Pin) -> list[str]:
     those carry no build number, only the commit.
     """
     problems = []
+    if info.commit is not None and len(info.commit) < MIN_COMMIT:
+        problems.append(f"commit {info.commit!r} is too short to name one commit")
     if info.number is not None and info.number > 1 and info.number != pin.number:
         problems.append(f"build number {info.number}, pin says {pin.number}")
     if info.commit is not None and not pin.commit.startswith(info.commit):
@@ -86,12 +107,14 @@ def can_execute(fmt: Format, host: str | None = None) -> bool:
 
 def probe_version(binary: Path, timeout: float = 30.0) -> str:
     try:
-        proc = subprocess.run(
+        proc = lifetime.run(
             [str(binary), "--version"],
-            capture_output=True,
+            env=env_for("engine"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=timeout,
-            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(
@@ -99,7 +122,7 @@ def probe_version(binary: Path, timeout: float = 30.0) -> str:
             f"{type(exc).__name__}: {exc}",
             "The binary does not run on this machine; check its platform",
         ) from None
-    out = proc.stdout + proc.stderr
+    out: str = proc.stdout + proc.stderr
     if proc.returncode != 0:
         from llamapin.server import diagnose_exit
 
@@ -112,10 +135,41 @@ def probe_version(binary: Path, timeout: float = 30.0) -> str:
     return out
 
 
-def check_provenance(binary: Path, fmt: Format, pin: Pin) -> tuple[BuildInfo | None, str]:
+@dataclass(frozen=True)
+class Provenance:
+    """What ensure learnt about where the installed engine came from."""
+
+    info: BuildInfo | None
+    checked: bool
+    note: str
+
+    def record(self) -> dict[str, object]:
+        """The manifest's ``provenance`` entry."""
+        info = self.info or BuildInfo(None, None)
+        return {
+            "checked": self.checked,
+            "number": info.number,
+            "commit": info.commit,
+            "note": self.note,
+        }
+
+
+def check_provenance(binary: Path, fmt: Format, pin: Pin, *, require: bool = True) -> Provenance:
+    """Compare the engine's own ``--version`` with the pin.
+
+    A contradiction is always refused. A build that reports neither a usable build
+    number nor a commit is refused too, unless ``require`` is false (the config's
+    ``engine.require_provenance``): then it is accepted and recorded as not checked.
+    """
     if not can_execute(fmt):
-        return None, f"--version not checked: a {fmt} binary does not run on {platform.system()}"
-    info = parse_version(probe_version(binary))
+        return Provenance(
+            None,
+            False,
+            f"{NOT_CHECKED} (--version not checked: a {fmt} binary does not run on "
+            f"{platform.system()})",
+        )
+    out = probe_version(binary)
+    info = parse_version(out)
     problems = provenance_problems(info, pin)
     if problems:
         raise IntegrityError(
@@ -124,7 +178,34 @@ def check_provenance(binary: Path, fmt: Format, pin: Pin) -> tuple[BuildInfo | N
             "The source does not land on the pinned commit; nothing was installed. "
             "Check the source or re-pin deliberately",
         )
-    return info, f"--version reports build {info.number}, commit {info.commit}"
+    if not info.verifiable:
+        said = first_line(out)
+        if require:
+            raise IntegrityError(
+                f"cannot verify provenance: nothing shows that the engine is build {pin.build}",
+                f"{binary.name} --version reports {info.describe()} ({said})",
+                "Nothing was installed. Use a build that reports its build number or commit, "
+                "or set engine.require_provenance = false to install it unverified",
+            )
+        return Provenance(
+            info,
+            False,
+            f"{NOT_CHECKED}: --version reports {info.describe()} ({said}); accepted because "
+            "engine.require_provenance = false",
+        )
+    return Provenance(info, True, f"--version reports {info.describe()}: matches {pin.build}")
+
+
+def unchecked(manifest: bnd.Manifest) -> list[str]:
+    """The installed bundle's provenance note, when its provenance was not checked."""
+    prov = manifest.provenance
+    return [str(prov.get("note", NOT_CHECKED))] if prov.get("checked") is False else []
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a program's output, quoted and cut short, for a message."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return repr(line[:120]) if line else "no output"
 
 
 def stamp_key(cfg: Config, pin: Pin, plat: str) -> str:
@@ -153,21 +234,24 @@ def closure_dict(closure: Closure) -> dict[str, object]:
 
 def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
     assert cfg.ensure.command is not None
-    env = {
-        **os.environ,
-        "LLAMAPIN_BUILD": pin.build,
-        "LLAMAPIN_COMMIT": pin.commit,
-        "LLAMAPIN_BUILD_NUMBER": str(pin.number),
-    }
+    env = env_for(
+        "delegate",
+        extra=cfg.ensure.env,
+        values={
+            "LLAMAPIN_BUILD": pin.build,
+            "LLAMAPIN_COMMIT": pin.commit,
+            "LLAMAPIN_BUILD_NUMBER": str(pin.number),
+        },
+    )
     try:
-        proc = subprocess.run(
+        proc = lifetime.run(
             shlex.split(cfg.ensure.command),
             cwd=root,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=cfg.ensure.timeout_s,
-            check=False,
         )
     except FileNotFoundError as exc:
         raise BundleError(
@@ -199,7 +283,7 @@ def _delegated(
             "llamapin must know which directory the script fills, to verify it",
             "Set ensure.output to the script's output directory",
         )
-    out = root / cfg.ensure.output
+    out = bnd.check_target(root, cfg.ensure.output, "ensure.output", protected_paths(cfg, root))
     with bnd.locked(out):  # two ensures must not run the script into one directory at once
         return _delegated_locked(cfg, root, pin, key, out, say)
 
@@ -209,11 +293,11 @@ def _delegated_locked(
 ) -> EnsureResult:
     say(f"run the project's ensure command: {cfg.ensure.command}")
     _run_delegate(cfg, root, pin)
-    binary = find_binary(out, cfg.engine.binary)
+    binary = contained(find_binary(out, cfg.engine.binary), out, "engine.binary")
     closure = compute(out, binary)
     signatures = bnd.verify_signatures(out)
     fmt = sniff(binary) or "elf"
-    info, note = check_provenance(binary, fmt, pin)
+    prov = check_provenance(binary, fmt, pin, require=cfg.engine.require_provenance)
     (out / bnd.MANIFEST).unlink(missing_ok=True)
     manifest = bnd.Manifest(
         key=key,
@@ -222,6 +306,7 @@ def _delegated_locked(
         binary=str(binary.relative_to(out)),
         files=bnd.file_table(out),
         closure=closure_dict(closure),
+        provenance=prov.record(),
     )
     (out / bnd.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return EnsureResult(
@@ -231,9 +316,14 @@ def _delegated_locked(
         manifest,
         "command",
         signatures=signatures,
-        build_info=info,
-        notes=[note],
+        build_info=prov.info,
+        notes=[prov.note],
     )
+
+
+def protected_paths(cfg: Config, root: Path) -> list[Path]:
+    """Files a bundle directory must never contain: the lock and the config files."""
+    return [root / cfg.lock, root / "llamapin.toml", root / "pyproject.toml", root / ".git"]
 
 
 def ensure(
@@ -247,11 +337,14 @@ def ensure(
 ) -> EnsureResult:
     plat = plat or cfg.engine.resolved_platform()
     key = stamp_key(cfg, pin, plat)
+    bundle_relative(cfg.engine.binary, "engine.binary")
     if cfg.ensure.command:
         return _delegated(cfg, root, pin, key, say)
-    target = root / cfg.bundle.dir
+    target = bnd.check_target(root, cfg.bundle.dir, "bundle.dir", protected_paths(cfg, root))
+    bnd.check_contents(target, "bundle.dir")  # before anything is created, fetched or moved
     with bnd.locked(target):
         bnd.recover(target)
+        bnd.check_contents(target, "bundle.dir")  # again, now that no other ensure can add files
         current = bnd.read_manifest(target)
         if current is not None and current.key == key and not force:
             bnd.verify_bundle(target)
@@ -262,14 +355,14 @@ def ensure(
                 True,
                 current,
                 current.source["kind"],
-                notes=["already installed; manifest re-verified"],
+                notes=["already installed; manifest re-verified", *unchecked(current)],
             )
         cache = Cache(Path(cfg.cache_dir).expanduser())
         limits = Limits(cfg.bundle.max_files, cfg.bundle.max_bytes)
         with client() as http:
             ctx = Context(pin, cfg.engine, plat, cache, http, limits, say)
             tree = source_for(cfg.engine.source).materialize(ctx)
-        binary = find_binary(tree.path, cfg.engine.binary)
+        binary = contained(find_binary(tree.path, cfg.engine.binary), tree.path, "engine.binary")
         closure = compute(tree.path, binary, host_system_check)
         layout = bnd.Layout(cfg.bundle.layout, cfg.bundle.rpath)
         stage = bnd.staging_dir(target)
@@ -278,7 +371,9 @@ def ensure(
             relinked = bnd.relink(stage, closure.format, layout)
             signatures = bnd.verify_signatures(stage)
             staged_binary = stage / layout.bin_dir / Path(closure.binary).name
-            info, note = check_provenance(staged_binary, closure.format, pin)
+            prov = check_provenance(
+                staged_binary, closure.format, pin, require=cfg.engine.require_provenance
+            )
             manifest = bnd.Manifest(
                 key=key,
                 pin=pin_to_dict(pin)["pin"],
@@ -292,6 +387,7 @@ def ensure(
                 files=bnd.file_table(stage),
                 closure=closure_dict(closure),
                 dropped={"files": len(report.dropped), "bytes": report.dropped_bytes},
+                provenance=prov.record(),
             )
             bnd.swap_in(stage, target, manifest)
         except BaseException:
@@ -309,8 +405,8 @@ def ensure(
             report.dropped_bytes,
             relinked,
             signatures,
-            info,
-            [note],
+            prov.info,
+            [prov.note],
         )
 
 

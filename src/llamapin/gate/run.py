@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llamapin.config import Config, GateConfig
-from llamapin.engine.ensure import BuildInfo, EnsureResult, provenance_problems
+from llamapin.engine.ensure import NOT_CHECKED, BuildInfo, EnsureResult, provenance_problems
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
 from llamapin.gate.compare import Generation, TopN, compare
@@ -32,7 +32,8 @@ from llamapin.gate.verdict import (
 from llamapin.pin import Pin
 from llamapin.server import Server, ServerSpec
 
-PROPS_BUILD = re.compile(r"b(\d+)-([0-9a-f]+)")
+# /props build_info, in every format so far: "b10068-571d0d540", "b1-7e4c0a9", "b0-unknown"
+PROPS_BUILD = re.compile(r"\bb(\d+)-([0-9a-f]+|unknown)\b")
 PERF_PROMPT = " ".join(
     f"Item {i}: the {w} of the river valley was recorded in the village ledger."
     for i, w in zip(
@@ -54,6 +55,7 @@ class GateInputs:
     checks: list[Check] = field(default_factory=list)
     perf_mode: str = "auto"
     model_name: str | None = None
+    require_provenance: bool = True
 
 
 def props_build(build_info: str | None) -> BuildInfo:
@@ -61,7 +63,35 @@ def props_build(build_info: str | None) -> BuildInfo:
     match = PROPS_BUILD.search(build_info or "")
     if not match:
         return BuildInfo(None, None)
-    return BuildInfo(int(match.group(1)), match.group(2))
+    commit = match.group(2)
+    return BuildInfo(int(match.group(1)), None if commit == "unknown" else commit)
+
+
+def provenance_check(build_info: str | None, pin: Pin, require: bool = True) -> Check:
+    """The running engine's /props build_info against the pin (see ensure.check_provenance)."""
+    info = props_build(build_info)
+    problems = provenance_problems(info, pin)
+    if problems:
+        return Check("provenance", "fail", "; ".join(problems))
+    if not info.verifiable:
+        said = f"/props build_info {build_info!r} carries neither a build number nor a commit"
+        if require:
+            return Check(
+                "provenance",
+                "fail",
+                f"cannot verify provenance: {said} (engine.require_provenance = false "
+                "accepts such a build, unverified)",
+            )
+        return Check(
+            "provenance",
+            "skip",
+            f"{NOT_CHECKED}: {said}; accepted because engine.require_provenance = false",
+        )
+    return Check(
+        "provenance",
+        "pass",
+        f"/props build_info {build_info!r} matches {pin.build} ({pin.commit[:9]})",
+    )
 
 
 def _top(entry: dict[str, Any]) -> TopN:
@@ -256,49 +286,28 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
                 )
             )
             info = engine_info("candidate", cand)
-            problems = provenance_problems(props_build(info.build_info), inputs.pin)
-            checks.append(
-                Check(
-                    "provenance",
-                    "fail" if problems else "pass",
-                    "; ".join(problems)
-                    or f"/props build_info {info.build_info!r} matches "
-                    f"{inputs.pin.build} ({inputs.pin.commit[:9]})",
-                )
-            )
+            checks.append(provenance_check(info.build_info, inputs.pin, inputs.require_provenance))
             say(f"run the suite ({len(inputs.suite.prompts)} prompts)")
             cand_out = run_suite(cand, inputs.suite, cfg)
-            base: Server | None = None
-            base_out: list[tuple[Prompt, Generation]] | None = None
+            # The candidate's results stand whatever happens to the baseline from here on.
+            prompts = outcomes(cand_out, None)
             role = "baseline"
             if inputs.baseline is None and inputs.perf_mode == "aa":
                 role = "A/A twin"
+            base: Server | None = None
+            base_failed: EngineError | None = None
             if inputs.baseline is not None or inputs.perf_mode == "aa":
                 binary = inputs.baseline or inputs.candidate
                 say(f"start the {role} engine: {binary}")
-                base = stack.enter_context(_started(_spec(inputs, binary, "baseline")))
-                base_out = run_suite(base, inputs.suite, cfg)
-            for i, (prompt, gen) in enumerate(cand_out):
-                failures = [why for a in prompt.assertions if (why := check(a, gen.text))]
-                comparison = None
-                base_text = None
-                if base_out is not None:
-                    comparison = compare(base_out[i][1], gen)
-                    base_text = base_out[i][1].text
-                prompts.append(
-                    PromptOutcome(
-                        prompt.name,
-                        prompt.endpoint,
-                        prompt.text,
-                        [a.describe() for a in prompt.assertions],
-                        gen.text,
-                        failures,
-                        comparison,
-                        base_text,
-                    )
-                )
+                try:
+                    base = stack.enter_context(_started(_spec(inputs, binary, "baseline")))
+                    prompts = outcomes(cand_out, run_suite(base, inputs.suite, cfg))
+                except EngineError as exc:  # only the baseline ran here
+                    base_failed = exc
             if inputs.perf_mode == "off":
                 perf = PerfReport("off", "skip", "performance check disabled by configuration")
+            elif base_failed is not None:
+                perf = PerfReport(inputs.perf_mode, "skip", not_done(base_failed))
             elif base is None:
                 perf = PerfReport(
                     inputs.perf_mode,
@@ -307,9 +316,20 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
                     "correctness, provenance and signatures were checked",
                 )
             else:
-                perf = measure(cand, base, cfg, "A/A" if role != "baseline" else "baseline", say)
+                try:
+                    perf = measure(
+                        cand, base, cfg, "A/A" if role != "baseline" else "baseline", say
+                    )
+                except EngineError as exc:  # either engine: blame the one the error names
+                    if not exc.what.startswith(base.spec.label):
+                        raise
+                    base_failed = exc
+                    perf = PerfReport(inputs.perf_mode, "skip", not_done(exc))
             engines.append(engine_info("candidate", cand))
-            if base is not None:
+            if base_failed is not None:
+                say(base_failed.render())
+                checks += baseline_failed(role, base_failed, compared=base is not None)
+            elif base is not None:
                 engines.append(engine_info(role, base))
     except EngineError as exc:
         checks.append(Check("engine", "fail", f"{exc.what}: {exc.why}"))
@@ -329,14 +349,71 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
     )
 
 
+def outcomes(
+    cand_out: list[tuple[Prompt, Generation]],
+    base_out: list[tuple[Prompt, Generation]] | None,
+) -> list[PromptOutcome]:
+    """Each candidate answer, checked, and compared with the baseline's when there is one."""
+    prompts = []
+    for i, (prompt, gen) in enumerate(cand_out):
+        failures = [why for a in prompt.assertions if (why := check(a, gen.text))]
+        comparison = None
+        base_text = None
+        if base_out is not None:
+            comparison = compare(base_out[i][1], gen)
+            base_text = base_out[i][1].text
+        prompts.append(
+            PromptOutcome(
+                prompt.name,
+                prompt.endpoint,
+                prompt.text,
+                [a.describe() for a in prompt.assertions],
+                gen.text,
+                failures,
+                comparison,
+                base_text,
+            )
+        )
+    return prompts
+
+
+def not_done(exc: EngineError) -> str:
+    return f"not done: {exc.what}: {exc.why}"
+
+
+def baseline_failed(role: str, exc: EngineError, *, compared: bool) -> list[Check]:
+    """A baseline that cannot run leaves the candidate's results standing and the
+    comparison an open question: inconclusive (never a pass), naming the engine."""
+    checks = [
+        Check(
+            f"{role} engine",
+            "inconclusive",
+            f"{exc.what}: {exc.why}; the candidate's own results stand, "
+            "but it was not compared with this engine",
+        )
+    ]
+    if not compared:
+        checks.append(Check("output comparison", "skip", not_done(exc)))
+    return checks
+
+
 def bundle_check(res: EnsureResult) -> Check:
     """The gate's first check: ensure verified the bundle (a no-op re-hashes every file)."""
+    unchecked = [n for n in res.notes if n.startswith(NOT_CHECKED)]
     return Check(
         "bundle",
         "pass",
         f"{len(res.manifest.files)} files match the manifest; "
-        f"closure {len(res.manifest.closure['libs'])} libraries",
+        f"closure {len(res.manifest.closure['libs'])} libraries"
+        + "".join(f"; {n}" for n in unchecked),
     )
+
+
+def suite_in_root(root: Path, suite: str | None) -> Path | None:
+    """gate.suite from the config, refused unless it lies inside the project root."""
+    from llamapin.paths import inside_root
+
+    return inside_root(root, suite, "gate.suite") if suite else None
 
 
 def gate_engine(
@@ -356,22 +433,23 @@ def gate_engine(
     from llamapin.gate.suite import load_suite
     from llamapin.model import ensure_model, gguf_architecture
 
-    suite_path = suite_path or (root / cfg.gate.suite if cfg.gate.suite else None)
+    suite_path = suite_path or suite_in_root(root, cfg.gate.suite)
+    suite = load_suite(suite_path)  # a bad suite fails here, before any download or engine
+    cache = Cache(Path(cfg.cache_dir).expanduser())
     with client() as http:
-        model = ensure_model(
-            cfg.model, Cache(Path(cfg.cache_dir).expanduser()), cfg.engine.index_url, http, root
-        )
+        model = ensure_model(cfg.model, cache, cfg.engine.index_url, http, root)
     inputs = GateInputs(
         candidate=candidate,
         model=model,
-        suite=load_suite(suite_path),
+        suite=suite,
         cfg=cfg.gate,
         pin=pin,
         logs=root / ".llamapin" / "logs",
         baseline=baseline,
-        model_arch=gguf_architecture(model),
+        model_arch=gguf_architecture(model, sha256=cfg.model.sha256, cache=cache),
         checks=list(checks or []),
         perf_mode=perf_mode or cfg.gate.perf.mode,
         model_name=cfg.model.name,
+        require_provenance=cfg.engine.require_provenance,
     )
     return run_gate(inputs, say)

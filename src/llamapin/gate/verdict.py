@@ -85,8 +85,10 @@ def decide(
     checks: list[Check], prompts: list[PromptOutcome], perf: PerfReport, th: Thresholds
 ) -> tuple[Literal["pass", "fail", "inconclusive"], list[str]]:
     """Fail on any failed check, wrong answer, catastrophic divergence or established
-    slowdown; inconclusive when the only open question is an undecided perf test."""
+    slowdown; inconclusive when the only open questions are inconclusive checks (a
+    baseline that could not run) or an undecided perf test."""
     reasons = [f"{c.name}: {c.message}" for c in checks if c.status == "fail"]
+    open_questions = [f"{c.name}: {c.message}" for c in checks if c.status == "inconclusive"]
     for p in prompts:
         for failure in p.failures:
             reasons.append(f"prompt '{p.name}': answer {failure}")
@@ -98,7 +100,9 @@ def decide(
     if perf.status == "fail":
         reasons.append(f"performance: {perf.reason}")
     if reasons:
-        return "fail", reasons
+        return "fail", reasons + open_questions
     if perf.status == "inconclusive":
-        return "inconclusive", [f"performance: {perf.reason}"]
+        open_questions.append(f"performance: {perf.reason}")
+    if open_questions:
+        return "inconclusive", open_questions
     return "pass", []
