@@ -18,11 +18,14 @@ import httpx
 
 from llamapin.errors import BinaryFormatError, PackageIndexError
 from llamapin.fetch import Cache, download, find_index_file, index_files
+from llamapin.memo import Memo
 
 TABLE = re.compile(r"LLM_ARCH_NAMES\s*=\s*\{(.*?)\n\};", re.DOTALL)
 ENTRY = re.compile(r'\{\s*LLM_ARCH_(\w+)\s*,\s*"([^"]+)"\s*\}\s*,?\s*(//[^\n]*)?')
 ARCH_FILE = "src/llama-arch.cpp"
 VERSION = re.compile(r"-(\d+)\.0\.0\.tar\.gz$")
+ARCHS_MEMO = Path("sources") / "architectures.json"
+"""Under the cache root: ``{sdist sha256: architecture names}``."""
 
 
 def parse_arch_table(source: str) -> list[str]:
@@ -86,6 +89,7 @@ class SourceIndex:
     http: httpx.Client
 
     def numbers(self) -> list[int]:
+        """Build numbers with a source archive on the index, in numeric order."""
         found = {
             int(m.group(1))
             for f in index_files(self.index_url, self.package, self.http)
@@ -94,9 +98,20 @@ class SourceIndex:
         return sorted(found)
 
     def archs(self, number: int) -> list[str]:
-        found = find_index_file(
-            self.index_url, self.package, f"{number}.0.0", self.http, sdist=True
-        )
+        try:
+            found = find_index_file(
+                self.index_url, self.package, f"{number}.0.0", self.http, sdist=True
+            )
+        except PackageIndexError:
+            numbers = self.numbers()  # only now: the usual path costs one index request
+            if number in numbers:
+                raise
+            missing = missing_build(number, require_numbers(numbers, self.package), self.package)
+            raise missing from None
+        memo = Memo(self.cache.root / ARCHS_MEMO)
+        known = memo.get(found.sha256)
+        if isinstance(known, list) and all(isinstance(name, str) for name in known):
+            return known  # read before from this very archive (same sha256)
         blob = download(
             found.url,
             found.sha256,
@@ -105,7 +120,9 @@ class SourceIndex:
             label=found.filename,
             http=self.http,
         )
-        return archs_from_sdist(blob)
+        names = archs_from_sdist(blob)
+        memo.put(found.sha256, names)
+        return names
 
 
 def first_supporting(numbers: list[int], supports: Callable[[int], bool]) -> int | None:
@@ -124,6 +141,19 @@ def first_supporting(numbers: list[int], supports: Callable[[int], bool]) -> int
         else:
             lo = mid + 1
     return numbers[lo]
+
+
+def missing_build(number: int, numbers: list[int], package: str) -> PackageIndexError:
+    """A build the index lacks, naming the newest one it has (``numbers`` is sorted
+    numerically: as text, b999 would sort after b10068)."""
+    newest = numbers[-1]
+    older = [n for n in numbers if n < number]
+    near = f"; the nearest older one is b{older[-1]}" if older and older[-1] != newest else ""
+    return PackageIndexError(
+        f"{package} has no source archive of b{number} on the index",
+        f"the newest build it has is b{newest}{near}",
+        f"Ask for a build the index carries, e.g. 'llamapin archs --at b{newest}'",
+    )
 
 
 def require_numbers(numbers: list[int], package: str) -> list[int]:
