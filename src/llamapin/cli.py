@@ -14,6 +14,7 @@ from llamapin import __version__
 from llamapin.config import Config, load_config
 from llamapin.errors import ConfigError, LlamapinError
 from llamapin.pin import Pin, pin_from_dict, read_lock
+from llamapin.procenv import forget_secrets, register_secrets, take_secret
 
 HELP = """llamapin keeps a bundled llama.cpp llama-server pinned, current and proven.
 
@@ -44,10 +45,13 @@ class State:
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.root, self._config_path)
+            register_secrets(self._config.upstream.token_env, self._config.forge.token_env)
         return self._config
 
     def pin(self) -> tuple[Pin, str]:
-        lock = self.root / self.config.lock
+        from llamapin.paths import inside_root
+
+        lock = inside_root(self.root, self.config.lock, "lock")
         if lock.exists():
             return read_lock(lock), str(lock)
         import tomllib
@@ -166,12 +170,14 @@ def gate(
 
     from llamapin import report
     from llamapin.engine.ensure import ensure as run_ensure
-    from llamapin.gate.run import bundle_check, gate_engine
+    from llamapin.gate.run import bundle_check, gate_engine, suite_in_root
+    from llamapin.gate.suite import load_suite
     from llamapin.gate.verdict import Check
 
     cfg = state.config
     pin, origin = state.pin()
     say(f"pin {pin.build} ({pin.commit[:12]}) from {origin}")
+    load_suite(suite or suite_in_root(state.root, cfg.gate.suite))  # before ensure
     checks: list[Check] = []
     if engine is None:
         res = run_ensure(cfg, state.root, pin, say=say)
@@ -387,8 +393,6 @@ def check_model(state: State, model: Path) -> None:
 
 
 def _upstream(state: State, http: Any, pin: Pin) -> Any:
-    import os
-
     from llamapin.fetch import Cache
     from llamapin.upstream.check import Upstream
     from llamapin.upstream.github import EtagStore, GitHub
@@ -398,9 +402,11 @@ def _upstream(state: State, http: Any, pin: Pin) -> Any:
     gh = GitHub(
         cfg.upstream.api_url,
         cfg.upstream.repo,
-        os.environ.get(cfg.upstream.token_env) or None,
+        take_secret(cfg.upstream.token_env),
         http,
         EtagStore.open(cache.root / "github" / "etags.json"),
+        token_env=cfg.upstream.token_env,
+        max_wait_s=cfg.upstream.max_wait_s,
     )
     return Upstream(cfg, pin, http, cache, gh, say)
 
@@ -451,15 +457,43 @@ def check(state: State, as_json: bool, now_text: str | None) -> None:
     "whose pushes trigger no workflow).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--prepare",
+    "prepare_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Unprivileged half, without any forge token: check, commit, ensure and gate the "
+    "candidate; write the change, its plan and the gate report into this directory.",
+)
+@click.option(
+    "--publish",
+    "publish_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Privileged half: verify what --prepare wrote, push it and open or update the PR. "
+    "Runs no upstream code.",
+)
 @click.pass_obj
-def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -> None:
+def bump(
+    state: State,
+    now_text: str | None,
+    post_status: bool,
+    as_json: bool,
+    prepare_dir: Path | None,
+    publish_dir: Path | None,
+) -> None:
     import dataclasses
-    import os
 
     from llamapin.fetch import client
     from llamapin.gate.run import bundle_check, gate_engine
-    from llamapin.upstream.bump import forge_for, run_bump
+    from llamapin.upstream.bump import forge_for, prepare_bump, publish_bump, run_bump
 
+    if prepare_dir is not None and (publish_dir is not None or post_status):
+        raise ConfigError(
+            "--prepare takes neither --publish nor --status",
+            "the prepare half holds no token, so it pushes and posts nothing",
+            "Run 'llamapin bump --prepare DIR', then 'llamapin bump --publish DIR [--status]'",
+        )
     cfg = state.config
     pin, _ = state.pin()
     now = _now(now_text)
@@ -469,13 +503,26 @@ def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -
         # An engine that will not start is a failed gate (a verdict), not an exception.
         return gate_engine(c, wt, new, cand.binary, base.binary, say, checks=[bundle_check(cand)])
 
-    forge = forge_for(cfg, state.root, os.environ.get(cfg.forge.token_env) or None)
-    with client() as http, forge.gh.http:
-        up = _upstream(state, http, pin)
-        try:
-            result = run_bump(up, forge, now, gate, say, post_status=post_status)
-        finally:
-            up.gh.etags.save()
+    if prepare_dir is not None:  # reads no forge token: this half runs upstream code
+        with client() as http:
+            up = _upstream(state, http, pin)
+            try:
+                result = prepare_bump(up, state.root, now, gate, say, prepare_dir)
+            finally:
+                up.gh.etags.save()
+        emit(dataclasses.asdict(result), as_json, result.message)
+        return
+    forge = forge_for(cfg, state.root, take_secret(cfg.forge.token_env))
+    if publish_dir is not None:
+        with forge.gh.http:
+            result = publish_bump(forge, publish_dir, say, post_status=post_status)
+    else:
+        with client() as http, forge.gh.http:
+            up = _upstream(state, http, pin)
+            try:
+                result = run_bump(up, forge, now, gate, say, post_status=post_status)
+            finally:
+                up.gh.etags.save()
     emit(
         dataclasses.asdict(result),
         as_json,
@@ -484,8 +531,15 @@ def bump(state: State, now_text: str | None, post_status: bool, as_json: bool) -
 
 
 def main() -> None:
+    from llamapin.lifetime import Terminated, guarded
+
+    forget_secrets()
     try:
-        cli.main(standalone_mode=False)
+        with guarded():
+            cli.main(standalone_mode=False)
+    except Terminated as exc:  # SIGTERM, SIGHUP, SIGINT: every engine was stopped on the way
+        click.echo(exc.line(), err=True)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:  # click turns Ctrl-C into Abort
         click.echo("error: interrupted by the user; engines were stopped", err=True)
         sys.exit(130)
@@ -495,3 +549,25 @@ def main() -> None:
     except LlamapinError as exc:
         click.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a last resort: one line, never a traceback
+        click.echo(unexpected_line(exc), err=True)
+        sys.exit(2)
+
+
+def unexpected_line(exc: Exception) -> str:
+    """One line for an error no site turned into a LlamapinError."""
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"error: a file is not UTF-8 text: byte {exc.start} cannot be decoded "
+            f"({exc.reason}). Save the file as UTF-8"
+        )
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return (
+            f"error: cannot use {exc.filename}: {exc.strerror or type(exc).__name__}. "
+            "Check the path, what it is (a file or a directory) and its permissions"
+        )
+    text = " ".join(str(exc).split())[:300]
+    return (
+        f"error: unexpected {type(exc).__name__}: {text}. "
+        "This is a bug in llamapin, please report it (with the command you ran)"
+    )
