@@ -543,8 +543,12 @@ def main() -> None:
     except click.exceptions.Abort:  # click turns Ctrl-C into Abort
         click.echo("error: interrupted by the user; engines were stopped", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # a bad flag or argument: one line, like every error
+        command = (
+            exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "llamapin"
+        )
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        click.echo(f"error: {message}. See '{command} --help'", err=True)
         sys.exit(2)
     except LlamapinError as exc:
         click.echo(exc.render(), err=True)
