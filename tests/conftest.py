@@ -8,6 +8,7 @@ import http.server
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,14 @@ MACHO_WHEEL = (
     "1.5.1",
     "cp311-cp311-macosx_11_0_arm64",
     "4a10b4f9c99123eb6515a98cc972f354d2455884af19856b82cd1c0d6ab2602f",
+)
+# The same project's Intel wheel: thin x86_64 dylibs, one unsigned (libwhisper.dylib at the
+# top) and one signed (pywhispercpp/.dylibs/libwhisper.dylib), to build universal files from.
+MACHO_X86_WHEEL = (
+    "pywhispercpp",
+    "1.2.0",
+    "cp311-cp311-macosx_10_9_x86_64",
+    "7eb33365165424b3d023ca901f1f88bc6fb54fc9acf2d1992f6ff4876de83c6e",
 )
 COMMIT_10068 = "571d0d540df04f25298d0e159e520d9fc62ed121"
 COMMIT_10434 = "7e4c0a96880dae4fc4268ad441f8a6446bd5460a"
@@ -80,6 +89,42 @@ def macho_tree(cache: Cache, tmp_path_factory: pytest.TempPathFactory) -> Path:
     named = tmp_path_factory.mktemp("macwheel") / name
     shutil.copyfile(blob, named)
     return unpack(named, tmp_path_factory.mktemp("macho"))
+
+
+@pytest.fixture(scope="session")
+def macho_x86_tree(cache: Cache, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    package, version, tag, sha = MACHO_X86_WHEEL
+    blob, name, _ = index_blob(cache, package, version, tag, sha)
+    named = tmp_path_factory.mktemp("macwheel-x86") / name
+    shutil.copyfile(blob, named)
+    return unpack(named, tmp_path_factory.mktemp("macho-x86"))
+
+
+def llvm_tool(name: str) -> str:
+    """LLVM's ``name`` (llvm-lipo, llvm-install-name-tool): plain on PATH, else Debian's
+    versioned ``name-NN`` or ``/usr/lib/llvm-NN/bin/name``, newest first. The one lookup.
+
+    scripts/bootstrap installs Debian's llvm package where it can; on Linux a missing tool
+    fails the test (it must not pass unseen), elsewhere it skips with the reason."""
+    plain = shutil.which(name)
+    if plain:
+        return plain
+    found: list[tuple[int, str]] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        for path in Path(folder or ".").glob(f"{name}-[0-9]*"):
+            suffix = path.name[len(name) + 1 :]
+            if suffix.isdigit() and os.access(path, os.X_OK):
+                found.append((int(suffix), str(path)))
+    for path in Path("/usr/lib").glob(f"llvm-[0-9]*/bin/{name}"):
+        version = path.parent.parent.name[len("llvm-") :]
+        if version.isdigit() and os.access(path, os.X_OK):
+            found.append((int(version), str(path)))
+    if found:
+        return max(found)[1]
+    why = f"{name} not found (neither {name} nor {name}-NN on PATH, nor /usr/lib/llvm-NN/bin)"
+    if sys.platform != "linux":
+        pytest.skip(f"{why}; these tests build universal Mach-O files with LLVM on Linux CI")
+    pytest.fail(f"{why}: install Debian's llvm package (scripts/bootstrap does, as root)")
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,7 @@ class LocatorConfig(_Model):
 class BundleConfig(_Model):
     dir: str = ".llamapin/engine"
     layout: Literal["flat", "macos-app"] = "flat"
-    rpath: str = "@loader_path/../Frameworks"
+    rpath: str | None = None  # None: what the layout needs (flat: @loader_path)
     frameworks_file: str | None = None
     frameworks_path: str = "bundle.macOS.frameworks"
     max_files: Count = 10_000

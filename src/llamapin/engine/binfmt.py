@@ -122,6 +122,57 @@ def load_macho(path: Path) -> MachO:
         raise _bad(path, exc) from None
 
 
+ARCH_NAMES = {
+    0x01000007: "x86_64",
+    0x0100000C: "arm64",
+    0x0200000C: "arm64_32",
+    7: "i386",
+    12: "arm",
+}
+
+
+@dataclass(frozen=True)
+class MachoSlice:
+    """One architecture's part of a Mach-O file (a thin file has one)."""
+
+    arch: str
+    offset: int
+    rpaths: tuple[str, ...]
+    signed: bool
+
+
+CPU_SUBTYPE_ARM64E = 2
+
+
+def arch_name(cputype: int, cpusubtype: int = 0) -> str:
+    """``x86_64``, ``arm64``, ``arm64e``, ... as lipo names them; hex for others."""
+    name = ARCH_NAMES.get(cputype, f"cpu {cputype:#x}")
+    if name == "arm64" and cpusubtype & 0xFF == CPU_SUBTYPE_ARM64E:
+        return "arm64e"
+    return name
+
+
+def macho_slices(path: Path) -> tuple[MachoSlice, ...]:
+    """Each slice's architecture, run paths and whether it carries LC_CODE_SIGNATURE.
+
+    A universal file's slices are edited and signed one by one, so they can differ:
+    one may lack an rpath the other has, or be unsigned where the other is signed.
+    """
+    slices = []
+    for header in load_macho(path).headers:
+        rpaths = [_cstr(data) for load, _c, data in header.commands if load.cmd == mach_o.LC_RPATH]
+        signed = any(load.cmd == mach_o.LC_CODE_SIGNATURE for load, _c, _d in header.commands)
+        slices.append(
+            MachoSlice(
+                arch_name(header.header.cputype, header.header.cpusubtype),
+                header.offset,
+                tuple(rpaths),
+                signed,
+            )
+        )
+    return tuple(slices)
+
+
 def read_macho(path: Path) -> Image:
     macho = load_macho(path)
     needed: dict[str, Need] = {}
@@ -139,7 +190,8 @@ def read_macho(path: Path) -> Image:
                 ident = _cstr(data)
             elif load.cmd == mach_o.LC_CODE_SIGNATURE:
                 signed = True
-    unique_rpaths = tuple(dict.fromkeys(rpaths))  # fat files repeat them per slice
+    # The union over slices, to find libraries; relinking plans per slice (macho_slices).
+    unique_rpaths = tuple(dict.fromkeys(rpaths))
     return Image(path, "macho", tuple(needed.values()), unique_rpaths, ident, False, signed)
 
 

