@@ -2,9 +2,12 @@
 
 Responses start from the description's own examples with the fields that matter
 overridden; requests are validated against the described request bodies (a bad
-one gets GitHub's 422). Pagination (Link), conditional requests (ETag / 304),
-401 for a wrong token and 403 for an exhausted rate limit behave as GitHub's do.
-Every call is recorded, so a test can assert what was, and was never, called.
+one gets GitHub's 422). Pagination (Link with next, last, prev and first, on
+id-based /repositories/{id}/... URLs), conditional requests (ETag / 304), the
+x-ratelimit-* headers on every answer, Location on 201, 401 for a wrong token and
+403 for an exhausted rate limit behave as GitHub's do. Every call is recorded, so
+a test can assert what was, and was never, called; ``tamper`` corrupts one answer
+on purpose (and that answer is then exempt from the description check).
 
 It is the one stand-in the project allows: GitHub's API itself.
 """
@@ -17,21 +20,30 @@ import json
 import re
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tests.fakes.openapi import Spec
 
 API = "/api/v3"
+RATE_HEADERS = (
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-ratelimit-used",
+    "x-ratelimit-resource",
+)
+REPO = r"/(?:repos/[^/]+/[^/]+|repositories/\d+)"  # by name, or by id as Link headers name it
 FORBIDDEN = (
-    re.compile(r"^PUT /repos/[^/]+/[^/]+/pulls/\d+/merge$"),
-    re.compile(r"^POST /repos/[^/]+/[^/]+/pulls/\d+/reviews$"),
-    re.compile(r"^PUT /repos/[^/]+/[^/]+/pulls/\d+/reviews/\d+/events$"),
+    re.compile(rf"^PUT {REPO}/pulls/\d+/merge$"),
+    re.compile(rf"^POST {REPO}/pulls/\d+/reviews$"),
+    re.compile(rf"^PUT {REPO}/pulls/\d+/reviews/\d+/events$"),
     re.compile(r"^POST /graphql$"),
-    re.compile(r"^PUT /repos/[^/]+/[^/]+/automerge$"),
+    re.compile(rf"^PUT {REPO}/automerge$"),
 )
 
 
@@ -44,6 +56,8 @@ class Call:
     status: int
     response: Any
     authorization: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    tampered: bool = False
 
     @property
     def line(self) -> str:
@@ -63,6 +77,7 @@ class Repo:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     bare: Path | None = None
     next_number: int = 1
+    id: int = 0  # GitHub's repository id, for /repositories/{id}/... URLs
 
 
 def stamp(when: datetime) -> str:
@@ -84,6 +99,12 @@ class FakeGitHub:
         self.rate_reset: str | None = None  # an x-ratelimit-reset to send instead of +30 min
         self.moved: dict[str, str] = {}  # old full name -> new (a renamed repository)
         self.repo_ids: dict[int, str] = {}  # repository id -> full name, for /repositories/{id}
+        # The primary rate limit, as the x-ratelimit-* headers of every answer report it.
+        # It never runs out by itself: set rate_limited for that.
+        self.rate_used = 0
+        self.rate_reset_at = int(datetime.now(UTC).timestamp()) + 3600
+        # Answers to corrupt on purpose: (method, path regex, change), each used once.
+        self.tampering: list[tuple[str, re.Pattern[str], Callable[[Any], Any]]] = []
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -143,8 +164,16 @@ class FakeGitHub:
 
     def repo(self, full_name: str, **kw: Any) -> Repo:
         if full_name not in self.repos:
-            self.repos[full_name] = Repo(full_name, **kw)
+            repo = self.repos[full_name] = Repo(full_name, **kw)
+            repo.id = self._id()
+            self.repo_ids[repo.id] = full_name
         return self.repos[full_name]
+
+    def tamper(self, method: str, path: str, change: Callable[[Any], Any]) -> None:
+        """Corrupt the next successful answer to ``method`` on a path matching the regex
+        ``path`` (in its /repos/{owner}/{repo}/... form): ``change`` gets the JSON GitHub
+        would send and returns what is sent instead. Used once."""
+        self.tampering.append((method, re.compile(path), change))
 
     def _id(self) -> int:
         self.ids += 1
@@ -157,7 +186,7 @@ class FakeGitHub:
         repo.full_name = new
         self.repos[new] = repo
         self.moved[old] = new
-        self.repo_ids.setdefault(self._id(), new)
+        self.repo_ids[repo.id] = new
 
     def _canonical(self, path: str) -> str:
         """/repositories/{id}/... as the /repos/{owner}/{repo}/... path it stands for."""
@@ -264,8 +293,14 @@ class FakeGitHub:
         problems = []
         for call in self.calls:
             path = self._canonical(call.path)
-            if call.status == 304 or not path.startswith("/repos"):
+            missing = [h for h in RATE_HEADERS if h not in call.headers]
+            if missing:
+                problems.append(f"{call.line} -> {call.status}: no {', '.join(missing)} header")
+            if call.status == 304 or not path.startswith("/repos") or call.tampered:
                 continue
+            for name in self.spec.response_headers(call.method, path, call.status):
+                if name.lower() == "location" and name.lower() not in call.headers:
+                    problems.append(f"{call.line} -> {call.status}: no Location header")
             errors = self.spec.response_errors(call.method, path, call.status, call.response)
             if call.status in (301, 307) and errors:
                 # GitHub redirects every endpoint of a renamed repository; the description
@@ -292,8 +327,35 @@ class FakeGitHub:
         body = json.loads(raw) if raw else None
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization")
         status, out_headers, payload = self._api(method, path, query, body, auth, headers)
-        self.calls.append(Call(method, path, query, body, status, payload, auth))
-        return status, {"Content-Type": "application/json; charset=utf-8", **out_headers}, payload
+        tampered = False
+        for i, (verb, pattern, change) in enumerate(self.tampering):
+            if status in (200, 201) and verb == method and pattern.search(self._canonical(path)):
+                # A copy: the fake's own records (and earlier answers) stay as they were.
+                payload, tampered = change(json.loads(json.dumps(payload))), True
+                del self.tampering[i]
+                break
+        out = {
+            "Content-Type": "application/json; charset=utf-8",
+            **self._rate_headers(auth, status),
+            **out_headers,
+        }
+        out = {k.lower(): v for k, v in out.items()}
+        self.calls.append(Call(method, path, query, body, status, payload, auth, out, tampered))
+        return status, out, payload
+
+    def _rate_headers(self, auth: str | None, status: int) -> dict[str, str]:
+        """GitHub's primary rate-limit headers (a 304 costs nothing)."""
+        limit = 5000 if auth else 60
+        if status != 304:
+            self.rate_used += 1
+        used = min(self.rate_used, limit - 1)
+        return {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(limit - used),
+            "x-ratelimit-reset": str(self.rate_reset_at),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-resource": "core",
+        }
 
     def _error(self, status: int, message: str) -> tuple[int, dict[str, str], Any]:
         return status, {}, {"message": message, "documentation_url": "https://docs.github.com/rest"}
@@ -321,6 +383,7 @@ class FakeGitHub:
                     "x-ratelimit-limit": "60",
                     "x-ratelimit-remaining": "0",
                     "x-ratelimit-reset": self.rate_reset or str(reset),
+                    "x-ratelimit-used": "60",
                 },
                 payload,
             )
@@ -352,8 +415,7 @@ class FakeGitHub:
                 )
         match = re.match(r"^/repos/([^/]+/[^/]+)(/.*)?$", path)
         if match and match.group(1) in self.moved:
-            new = self.moved[match.group(1)]
-            rid = next(i for i, name in self.repo_ids.items() if name == new)
+            rid = self.repos[self.moved[match.group(1)]].id
             location = f"{self.api}/repositories/{rid}{match.group(2) or ''}"
             if query:
                 location += "?" + "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()))
@@ -395,6 +457,7 @@ class FakeGitHub:
         inm: str | None,
     ) -> tuple[int, dict[str, str], Any]:
         base = f"{self.api}/repos/{repo.full_name}"
+        by_id = f"{self.api}/repositories/{repo.id}"  # what GitHub's Link headers name
         if method == "GET" and rest == "":
             item = self.spec.example("full-repository")
             item.update(
@@ -406,7 +469,7 @@ class FakeGitHub:
             )
             return self._etagged(item, inm)
         if method == "GET" and rest == "/releases":
-            return self._page(repo.releases, query, f"{base}/releases", inm)
+            return self._page(repo.releases, query, f"{by_id}/releases", inm)
         m = re.match(r"^/git/ref/tags/(.+)$", rest)
         if method == "GET" and m:
             obj = repo.tags.get(m.group(1))
@@ -439,7 +502,7 @@ class FakeGitHub:
                 and (want_base is None or p["base"]["ref"] == want_base)
                 and (want_head is None or p["head"]["label"] == want_head)
             ]
-            return self._page(items, query, f"{base}/pulls", inm)
+            return self._page(items, query, f"{by_id}/pulls", inm)
         if rest == "/pulls" and method == "POST":
             return self._create_pull(repo, body)
         m = re.match(r"^/pulls/(\d+)$", rest)
@@ -473,11 +536,16 @@ class FakeGitHub:
         m = re.match(r"^/issues/(\d+)/comments$", rest)
         if m and method == "POST":
             comment = self.spec.example("issue-comment")
+            cid = self._id()
             comment.update(
-                id=self._id(), body=body["body"], issue_url=f"{base}/issues/{m.group(1)}"
+                id=cid,
+                body=body["body"],
+                url=f"{base}/issues/comments/{cid}",
+                html_url=f"{self.url}/{repo.full_name}/pull/{m.group(1)}#issuecomment-{cid}",
+                issue_url=f"{base}/issues/{m.group(1)}",
             )
             repo.comments.append({"number": int(m.group(1)), **comment})
-            return 201, {}, comment
+            return 201, {"Location": comment["url"]}, comment
         m = re.match(r"^/statuses/([0-9a-f]{40})$", rest)
         if m and method == "POST":
             status = self.spec.example("status")
@@ -487,21 +555,34 @@ class FakeGitHub:
                 context=body.get("context", "default"),
                 description=body.get("description"),
                 target_url=body.get("target_url"),
+                url=f"{base}/statuses/{m.group(1)}",
             )
             repo.statuses.append({"sha": m.group(1), **status})
-            return 201, {}, status
+            return 201, {"Location": status["url"]}, status
         return self._error(404, "Not Found")
 
     def _page(
         self, items: list[dict[str, Any]], query: dict[str, list[str]], url: str, inm: str | None
     ) -> tuple[int, dict[str, str], Any]:
+        """One page of a list, with GitHub's Link header: prev, next, last and first, each
+        on the id-based ``url`` (``/repositories/{id}/...``), the query kept."""
         per_page = min(100, int(query.get("per_page", ["30"])[0]))
         page = int(query.get("page", ["1"])[0])
         chunk = items[(page - 1) * per_page : page * per_page]
-        extra = {}
-        if page * per_page < len(items):
-            rest = "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()) if k not in ("page",))
-            extra["Link"] = f'<{url}?{rest}&page={page + 1}>; rel="next"'
+        last = max(1, -(-len(items) // per_page))
+        kept = [(k, v[0]) for k, v in sorted(query.items()) if k != "page"]
+
+        def to(n: int) -> str:
+            return f"{url}?{urlencode([*kept, ('page', str(n))])}"
+
+        links = []
+        if page > 1:
+            links.append(f'<{to(min(page - 1, last))}>; rel="prev"')
+        if page < last:
+            links += [f'<{to(page + 1)}>; rel="next"', f'<{to(last)}>; rel="last"']
+        if page > 1:
+            links.append(f'<{to(1)}>; rel="first"')
+        extra = {"Link": ", ".join(links)} if links else {}
         return self._etagged(chunk, inm, extra)
 
     def _compare(

@@ -118,6 +118,16 @@ class Spec:
             return [] if body is None else [f"{status} has no body in the spec"]
         return self._schema_errors(content["schema"], body)
 
+    def response_headers(self, method: str, path: str, status: int) -> list[str]:
+        """The headers the description documents for this answer (e.g. Location on 201)."""
+        found = self.operation(method, path)
+        response = None if found is None else found[1]["responses"].get(str(status))
+        if response is None:
+            return []
+        if "$ref" in response:
+            response = self.resolve(response["$ref"])
+        return list(response.get("headers", {}))
+
     def resolve(self, ref: str) -> Any:
         node: Any = self.doc
         for part in ref.lstrip("#/").split("/"):

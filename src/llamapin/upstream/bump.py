@@ -40,6 +40,7 @@ from llamapin.gate.verdict import Verdict
 from llamapin.inert import code, republished, sanitize
 from llamapin.pin import Pin, lock_text, pin_from_dict, write_locators, write_lock
 from llamapin.procenv import env_for
+from llamapin.upstream import github_models as api
 from llamapin.upstream.check import Decision, Summary, Upstream, run_check, summarize
 from llamapin.upstream.github import GitHub, redact
 from llamapin.workflows import REF_PATTERN
@@ -261,24 +262,28 @@ class Forge:
     def base(self) -> str:
         if self.cfg.forge.base:
             return self.cfg.forge.base
-        return str(self.gh.get("repos/{repo}")["default_branch"])
+        return api.get(self.gh, api.Repository, "repos/{repo}").default_branch
 
     def remote_sha(self, branch: str) -> str | None:
         out = self.git("ls-remote", "--heads", self.remote, f"refs/heads/{branch}")
         return out.split()[0] if out.strip() else None
 
-    def open_prs(self, base: str) -> list[dict[str, Any]]:
+    def open_prs(self, base: str) -> list[api.PullRequest]:
         return [
             pr
-            for pr in self.gh.paginate(f"repos/{{repo}}/pulls?state=open&base={base}")
-            if str(pr["head"]["ref"]).startswith(BRANCH_PREFIX)
+            for pr in api.items(
+                self.gh, api.PullRequest, f"repos/{{repo}}/pulls?state=open&base={base}"
+            )
+            if pr.head.ref.startswith(BRANCH_PREFIX)
         ]
 
-    def declined(self, branch: str) -> dict[str, Any] | None:
+    def declined(self, branch: str) -> api.PullRequest | None:
         """A PR from this branch that a person closed without merging, if any."""
         owner = self.gh.repo.split("/")[0]
-        closed = self.gh.paginate(f"repos/{{repo}}/pulls?state=closed&head={owner}:{branch}")
-        return next((dict(pr) for pr in closed if not pr.get("merged_at")), None)
+        path = f"repos/{{repo}}/pulls?state=closed&head={owner}:{branch}"
+        return next(
+            (pr for pr in api.items(self.gh, api.PullRequest, path) if not pr.merged_at), None
+        )
 
     def branch_commits(self, base: str, branch: str) -> list[BranchCommit]:
         self.git(
@@ -396,8 +401,8 @@ class Remote:
     """What the forge holds for a bump branch before anything is pushed."""
 
     existing_sha: str | None
-    prs: list[dict[str, Any]]
-    mine: dict[str, Any] | None
+    prs: list[api.PullRequest]
+    mine: api.PullRequest | None
 
 
 def remote_state(forge: Forge, base: str, branch: str, tag: str) -> Remote | BumpResult:
@@ -416,17 +421,17 @@ def remote_state(forge: Forge, base: str, branch: str, tag: str) -> Remote | Bum
                 "or delete the branch, then run bump again",
             )
     prs = forge.open_prs(base)
-    mine = next((p for p in prs if p["head"]["ref"] == branch), None)
+    mine = next((p for p in prs if p.head.ref == branch), None)
     if mine is None and existing_sha is not None:
         closed = forge.declined(branch)
         if closed is not None:
             return BumpResult(
                 "declined",
-                f"PR #{closed['number']} for {tag} was closed without merging: llamapin "
+                f"PR #{closed.number} for {tag} was closed without merging: llamapin "
                 f"will not reopen it. A newer eligible build gets its own PR; to propose "
                 f"{tag} again, delete the branch {branch}",
-                int(closed["number"]),
-                str(closed["html_url"]),
+                closed.number,
+                closed.html_url,
             )
     return Remote(existing_sha, prs, mine)
 
@@ -441,9 +446,9 @@ def up_to_date(forge: Forge, remote: Remote, branch: str, tag: str, lock: str) -
         return None
     return BumpResult(
         "up-to-date",
-        f"PR #{mine['number']} already proposes {tag}; nothing changed",
-        int(mine["number"]),
-        str(mine["html_url"]),
+        f"PR #{mine.number} already proposes {tag}; nothing changed",
+        mine.number,
+        mine.html_url,
     )
 
 
@@ -477,13 +482,15 @@ def push_and_propose(
     )
     mine, body = remote.mine, prop.body
     draft = prop.outcome != "pass"
-    if draft and mine is not None and not mine.get("draft"):
+    if draft and mine is not None and not mine.draft:
         body = (
             "> **The gate now fails for this update.** Mark this PR as a draft, or close it.\n\n"
             + body
         )
     if mine is None:
-        pr = forge.gh.post(
+        pr = api.post(
+            forge.gh,
+            api.PullRequest,
             "repos/{repo}/pulls",
             {
                 "title": prop.title,
@@ -496,11 +503,14 @@ def push_and_propose(
         )
         action = "opened"
     else:
-        pr = forge.gh.patch(
-            f"repos/{{repo}}/pulls/{mine['number']}", {"title": prop.title, "body": body}
+        pr = api.patch(
+            forge.gh,
+            api.PullRequest,
+            f"repos/{{repo}}/pulls/{mine.number}",
+            {"title": prop.title, "body": body},
         )
         action = "updated"
-    number = int(pr["number"])
+    number = pr.number
     if cfg.forge.labels:
         forge.gh.post(f"repos/{{repo}}/issues/{number}/labels", {"labels": cfg.forge.labels})
     if cfg.forge.reviewers:
@@ -510,16 +520,22 @@ def push_and_propose(
         )
     superseded = []
     for other in remote.prs:
-        if other["head"]["ref"] == branch:
+        if other.head.ref == branch:
             continue
-        forge.gh.post(
-            f"repos/{{repo}}/issues/{other['number']}/comments",
+        api.post(
+            forge.gh,
+            api.Comment,
+            f"repos/{{repo}}/issues/{other.number}/comments",
             {"body": f"Superseded by #{number} ({prop.build}). Closed by llamapin."},
         )
-        forge.gh.patch(f"repos/{{repo}}/pulls/{other['number']}", {"state": "closed"})
-        superseded.append(int(other["number"]))
+        api.patch(
+            forge.gh, api.PullRequest, f"repos/{{repo}}/pulls/{other.number}", {"state": "closed"}
+        )
+        superseded.append(other.number)
     if post_status:
-        forge.gh.post(
+        api.post(
+            forge.gh,
+            api.Status,
             f"repos/{{repo}}/statuses/{prop.head}",
             {
                 "state": "success" if prop.outcome == "pass" else "failure",
@@ -532,7 +548,7 @@ def push_and_propose(
         f"{action} PR #{number} for {prop.build} (gate {prop.outcome})"
         + (" as a draft" if draft and action == "opened" else ""),
         number,
-        str(pr["html_url"]),
+        pr.html_url,
         draft,
         superseded,
         prop.outcome,
@@ -564,10 +580,7 @@ def run_bump(
     if same is not None:
         return same
     if remote.mine is not None and remote.existing_sha is not None:
-        say(
-            f"PR #{remote.mine['number']} proposes an older pin of {target.tag}: "
-            "updating it in place"
-        )
+        say(f"PR #{remote.mine.number} proposes an older pin of {target.tag}: updating it in place")
     summary = summarize(up, new_pin, decision.relevance)
     forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{base}:refs/llamapin/base")
     made = make_commit(up, forge.git, root, "refs/llamapin/base", new_pin, summary, gate, say)
@@ -914,10 +927,7 @@ def publish_bump(
     if same is not None:
         return same
     if remote.mine is not None and remote.existing_sha is not None:
-        say(
-            f"PR #{remote.mine['number']} proposes an older pin of {plan.build}: "
-            "updating it in place"
-        )
+        say(f"PR #{remote.mine.number} proposes an older pin of {plan.build}: updating it in place")
     prop = Proposal(
         plan.branch,
         base,

@@ -23,12 +23,13 @@ from llamapin.fetch import Cache, IndexFile, download, index_files, normalize
 from llamapin.pin import BUILD_RE, COMMIT_RE, SHA256_RE, Asset, Pin
 from llamapin.saferegex import asset_pattern
 from llamapin.upstream import archs as arch_table
+from llamapin.upstream import github_models as api
 from llamapin.upstream.changes import (
     Relevance,
     backends_for,
-    changed_paths,
     group_commits,
     relevance,
+    tree_diff,
 )
 from llamapin.upstream.github import GitHub
 
@@ -63,38 +64,33 @@ def _digest(value: Any) -> str | None:
     return None
 
 
-def build_from_release(item: dict[str, Any]) -> Build | None:
-    """A GitHub release as a Build, or None for drafts, pre-releases and other tags."""
-    tag = str(item.get("tag_name", ""))
+def build_from_release(item: Any, where: str = "a release") -> Build | None:
+    """A GitHub release as a Build, or None for drafts, pre-releases and other tags; an
+    answer that is not a release is a ForgeError naming ``where`` it came from."""
+    release = api.read(api.Release, item, where)
+    tag = release.tag_name
     match = BUILD_RE.match(tag)
-    if not match or item.get("draft") or item.get("prerelease"):
+    if not match or release.draft or release.prerelease:
         return None
-    commitish = str(item.get("target_commitish") or "")
+    commitish = release.target_commitish or ""
     return Build(
         number=int(match.group(1)),
         tag=tag,
-        published=parse_time(str(item.get("published_at") or item["created_at"])),
+        published=parse_time(release.published_at or release.created_at),
         commit=commitish if COMMIT_RE.match(commitish) else None,
         assets=tuple(
-            FeedAsset(a["name"], a.get("size"), _digest(a.get("digest")), a["browser_download_url"])
-            for a in item.get("assets", [])
+            FeedAsset(a.name, a.size, _digest(a.digest), a.browser_download_url)
+            for a in release.assets
         ),
-        url=str(item.get("html_url", "")),
+        url=release.html_url,
     )
 
 
 def github_builds(gh: GitHub, after: int, max_pages: int) -> list[Build]:
     """Releases newer than build ``after`` (newest first), reading no further than needed."""
     out: list[Build] = []
-    for item in gh.paginate("repos/{repo}/releases", max_pages=max_pages):
-        try:
-            build = build_from_release(item)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ForgeError(
-                "a release in GitHub's answer has an unexpected shape",
-                f"{type(exc).__name__}: {exc}",
-                "Check upstream.api_url and upstream.repo point at a GitHub-compatible API",
-            ) from None
+    for release in api.items(gh, api.Release, "repos/{repo}/releases", max_pages=max_pages):
+        build = build_from_release(release)
         if build is None:
             continue
         if build.number <= after:
@@ -362,9 +358,8 @@ class Upstream:
             return None
         return download(f.url, f.sha256, self.cache, size=f.size, label=f.filename, http=self.http)
 
-    def compare(self, base: str, head: str) -> dict[str, Any]:
-        data: dict[str, Any] = self.gh.get(f"repos/{{repo}}/compare/{base}...{head}")
-        return data
+    def compare(self, base: str, head: str) -> api.Comparison:
+        return api.get(self.gh, api.Comparison, f"repos/{{repo}}/compare/{base}...{head}")
 
     def relevance(self, build: Build) -> Relevance | None:
         eng = self.cfg.engine
@@ -374,13 +369,13 @@ class Upstream:
         old, new = self.sdist(self.pin.number), self.sdist(build.number)
         if old is not None and new is not None:
             self.say(f"diff the source of {self.pin.build} and {build.tag}")
-            return relevance(changed_paths(old, new), backends)
+            diff = tree_diff(old, new)
+            return relevance(diff.paths, backends, diff.backends)
         commit = self.commit_of(build)
-        data = self.compare(self.pin.commit, commit)
-        files = data.get("files")
-        if not isinstance(files, list) or len(files) >= 300:
+        files = self.compare(self.pin.commit, commit).files
+        if files is None or len(files) >= 300:
             return None  # GitHub lists at most 300 files: too many to call it noise
-        return relevance([str(f["filename"]) for f in files], backends)
+        return relevance([f.filename for f in files], backends)
 
     def archs(self, number: int) -> list[str] | None:
         path = self.sdist(number)
@@ -394,19 +389,18 @@ class Upstream:
 
     def tag_commit(self, tag: str) -> str:
         """The commit a tag points at now (annotated tags peeled)."""
-        ref = self.gh.get(f"repos/{{repo}}/git/ref/tags/{tag}")
-        obj = ref["object"]
+        obj = api.get(self.gh, api.GitRef, f"repos/{{repo}}/git/ref/tags/{tag}").object
         for _ in range(5):
-            if obj["type"] != "tag":
+            if obj.type != "tag":
                 break
-            obj = self.gh.get(f"repos/{{repo}}/git/tags/{obj['sha']}")["object"]
-        if obj["type"] != "commit":
+            obj = api.get(self.gh, api.GitTag, f"repos/{{repo}}/git/tags/{obj.sha}").object
+        if obj.type != "commit":
             raise ForgeError(
                 f"tag {tag} does not point at a commit",
-                f"it points at a {obj['type']}",
+                f"it points at a {obj.type}",
                 "Pick another build; this tag is not a llama.cpp build",
             )
-        return str(obj["sha"])
+        return obj.sha
 
     def commit_of(self, build: Build) -> str:
         """The candidate's commit: the tag's, which must agree with the release's own."""
@@ -520,17 +514,14 @@ class Summary:
 def summarize(up: Upstream, target: Pin, rel: Relevance | None) -> Summary:
     html = up.cfg.upstream.html_url.rstrip("/")
     data = up.compare(up.pin.commit, target.commit)
-    subjects = [
-        str(c["commit"]["message"]).splitlines()[0] if c["commit"]["message"] else ""
-        for c in data.get("commits", [])
-    ]
+    subjects = [c.commit.message.splitlines()[0] if c.commit.message else "" for c in data.commits]
     groups = group_commits(subjects)
     old, new = up.archs(up.pin.number), up.archs(target.number)
     added, removed = (None, None) if old is None or new is None else arch_table.diff(old, new)
     span = f"{up.pin.commit[:12]}...{target.commit[:12]}"
     return Summary(
         compare_url=f"{html}/{up.cfg.upstream.repo}/compare/{span}",
-        total_commits=int(data.get("total_commits", len(subjects))),
+        total_commits=len(subjects) if data.total_commits is None else data.total_commits,
         groups=groups,
         added=added,
         removed=removed,

@@ -122,6 +122,22 @@ def _field(response: httpx.Response, key: str, text_ok: bool = True) -> Any:
     return data.get(key, "") if isinstance(data, dict) else ""
 
 
+def _error_items(items: Any) -> str:
+    """GitHub's 422 ``errors`` as one line: each item's own message, or, for an item
+    without one, ``Resource.field: code`` (``PullRequest.head: invalid``)."""
+    said = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        message = item.get("message")
+        if isinstance(message, str) and message.strip():
+            said.append(message)
+            continue
+        name = ".".join(str(item[k]) for k in ("resource", "field") if item.get(k))
+        said.append(f"{name or 'request'}: {item.get('code') or 'invalid'}")
+    return one_line("; ".join(said), 300)
+
+
 def _number(text: str, digits: int) -> int | None:
     """A header's whole number of at most ``digits`` ASCII digits, else None (a reset
     of 11 digits is before the year 5000, which datetime can print)."""
@@ -276,10 +292,12 @@ class GitHub:
                 f"{where} answered 404" + (f" ({said})" if said else ""),
                 "Check the repository name and that the token can see it",
             )
-        errors = json.dumps(_field(response, "errors"))[:300]
+        items = _field(response, "errors")
+        errors = json.dumps(items)[:300]
+        said = redact(_error_items(items), self.token)
         return ForgeError(
             "GitHub refused the request",
-            f"{where} answered {status} ({message})",
+            f"{where} answered {status} ({message})" + (f": {said}" if said else ""),
             "Read the detail below; this is usually a request GitHub does not accept "
             "in the repository's current state",
             detail=redact(errors, self.token),
@@ -470,5 +488,13 @@ class GitHub:
                     f"{elsewhere}",
                 )
             page = self.page("GET", url)
+            if not isinstance(page.data, list):
+                got = "null" if page.data is None else type(page.data).__name__
+                raise ForgeError(
+                    "GitHub's answer has an unexpected shape",
+                    f"GET {shown(url)} answered a {got} where a list endpoint answers a JSON array",
+                    "Check upstream.api_url / forge.api_url point at GitHub's API or a "
+                    "compatible one",
+                )
             yield from page.data
             previous, url = url, page.next_url
