@@ -123,7 +123,7 @@ def test_perf_out_of_budget_is_inconclusive_never_a_pass(
     tmp_path: Path, model: Path, bundle: Path
 ) -> None:
     """A budget spent before the SPRT can decide ends inconclusive, whatever the timings."""
-    cfg = GateConfig(perf=PerfConfig(budget_s=0))
+    cfg = GateConfig(perf=PerfConfig(budget_s=1e-9))  # spent after the first pair
     verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None)
     assert verdict.perf.status == "inconclusive" and verdict.outcome == "inconclusive"
     assert verdict.perf.reason.startswith("too noisy to decide within 1 pairs")
@@ -290,7 +290,7 @@ def test_gate_cli_exit_codes_and_job_summary(
     root = project(
         tmp_path / "app",
         WHEEL_PIN,
-        gate={"perf": {"budget_s": 0.0, "min_pairs": 6}, "inconclusive_exit": 3},
+        gate={"perf": {"budget_s": 1e-9, "min_pairs": 6}, "inconclusive_exit": 3},
     )
     res = run_cli("--root", str(root), "gate", "--engine", str(bundle), "--perf", "aa")
     assert res.code == 3, res.err
