@@ -86,7 +86,7 @@ def republished(markdown: str, allowed_links: tuple[str, ...], limit: int = 60_0
     text = "".join(
         ch
         for ch in _bounded(markdown, limit)
-        if ch in "\n\t" or unicodedata.category(ch) not in _INVISIBLE
+        if ch in "\n\t" + ZWSP or unicodedata.category(ch) not in _INVISIBLE
     )
     text = text.replace("<", "&lt;").replace("![", "!\\[")
     kept: list[str] = []

@@ -59,4 +59,4 @@ def test_a_body_written_by_a_hostile_prepare_job_is_made_inert() -> None:
 
 def test_limit_and_invisible_characters() -> None:
     assert republished("x" * 50, ALLOWED, limit=10) == "x" * 9 + "…"
-    assert republished("a\u202eb\x1bc\td\ne", ALLOWED) == "abc\td\ne"
+    assert republished("a\u202eb\x1bc\td\ne\u200b", ALLOWED) == "abc\td\ne\u200b"
