@@ -220,6 +220,8 @@ def gate(
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(md + "\n")
     click.echo(md)
+    for warning in verdict.warnings:
+        click.echo(f"gate: warning: {warning}", err=True)
     if verdict.outcome == "fail":
         click.echo(f"gate: FAIL: {verdict.reasons[0]}", err=True)
         sys.exit(1)

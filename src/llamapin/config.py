@@ -158,10 +158,22 @@ class GateConfig(_Model):
     health_timeout_s: Positive = 60.0
     request_timeout_s: Positive = 60.0
     top_n: Count = 5
-    max_divergence_kl: Positive = 1.0
+    # Per-prompt mean KL (nats) against the baseline: above warn the report says so,
+    # above max the gate fails. Calibrated on real builds (docs/benchmarks.md).
+    warn_divergence_kl: Positive = 0.01
+    max_divergence_kl: Positive = 0.1
     min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.5
     inconclusive_exit: Annotated[int, Field(ge=0, le=255)] = 1
     perf: PerfConfig = Field(default_factory=PerfConfig)
+
+    @model_validator(mode="after")
+    def _divergence(self) -> GateConfig:
+        if self.warn_divergence_kl > self.max_divergence_kl:
+            raise ValueError(
+                f"warn_divergence_kl ({self.warn_divergence_kl}) exceeds "
+                f"max_divergence_kl ({self.max_divergence_kl})"
+            )
+        return self
 
 
 class UpstreamConfig(_Model):

@@ -25,6 +25,8 @@ def markdown(v: Verdict) -> str:
     lines.append("")
     if v.reasons:
         lines += ["**Why:**", ""] + [f"- {_cell(r, 400)}" for r in v.reasons] + [""]
+    if v.warnings:
+        lines += ["**Warnings:**", ""] + [f"- {_cell(w, 400)}" for w in v.warnings] + [""]
     lines += ["| check | result | detail |", "|---|---|---|"]
     lines += [
         f"| {_cell(c.name, 60)} | {ICON[c.status]} | {_cell(c.message, 200)} |" for c in v.checks

@@ -28,6 +28,7 @@ from llamapin.gate.verdict import (
     Thresholds,
     Verdict,
     decide,
+    divergence_warnings,
 )
 from llamapin.pin import Pin
 from llamapin.server import Server, ServerSpec
@@ -334,7 +335,8 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
     except EngineError as exc:
         checks.append(Check("engine", "fail", f"{exc.what}: {exc.why}"))
         say(exc.render())
-    outcome, reasons = decide(checks, prompts, perf, Thresholds(cfg.max_divergence_kl))
+    thresholds = Thresholds(cfg.max_divergence_kl, cfg.warn_divergence_kl)
+    outcome, reasons = decide(checks, prompts, perf, thresholds)
     return Verdict(
         outcome,
         reasons,
@@ -346,6 +348,7 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
         inputs.suite.name,
         round(time.monotonic() - started, 2),
         f"{inputs.pin.build} ({inputs.pin.commit})",
+        divergence_warnings(prompts, thresholds),
     )
 
 

@@ -67,6 +67,7 @@ class Verdict:
     suite: str
     elapsed_s: float
     pin: str
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,7 +79,20 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_mean_kl: float = 1.0
+    max_mean_kl: float = 0.1
+    warn_mean_kl: float = 0.01
+
+
+def divergence_warnings(prompts: list[PromptOutcome], th: Thresholds) -> list[str]:
+    """Prompts whose output drifted from the baseline's more than builds of the same
+    commit do, yet not as far as a broken engine: worth a look, never a failure."""
+    return [
+        f"prompt '{p.name}': output distribution drifted from the baseline "
+        f"(mean KL {p.comparison.mean_kl:.3f} > warn {th.warn_mean_kl}; "
+        f"fails above {th.max_mean_kl})"
+        for p in prompts
+        if p.comparison is not None and th.warn_mean_kl < p.comparison.mean_kl <= th.max_mean_kl
+    ]
 
 
 def decide(
