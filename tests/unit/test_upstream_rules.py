@@ -63,7 +63,12 @@ PIN = Pin("b100", "a" * 40, {"source": Asset("x.tar.gz", "0" * 64)})
         ("vendor/nlohmann/json.hpp", "vendored", True),
         ("tools/server/server-context.cpp", "server", True),
         ("tools/ui/package.json", "web ui", False),
-        ("tools/mtmd/models/qwen3vl.cpp", "other tools", False),
+        # llama-server links mtmd and the llama-ui library (embed.cpp): a change there is
+        # compiled into the server (b10199 -> b10204 changed only tools/mtmd/ code)
+        ("tools/mtmd/models/qwen3vl.cpp", "mtmd (linked by the server)", True),
+        ("tools/mtmd/clip-model.h", "mtmd (linked by the server)", True),
+        ("tools/ui/embed.cpp", "web ui (compiled into the server)", True),
+        ("tools/quantize/quantize.cpp", "other tools", False),
         (".github/workflows/release.yml", "ci", False),
         ("docs/ops.md", "docs", False),
         ("tests/test-backend-ops.cpp", "tests", False),

@@ -40,6 +40,7 @@ NOISE_PREFIXES: tuple[tuple[str, str], ...] = (
 )
 NOISE_SUFFIXES = (".md", ".py", ".txt", ".nix", ".toml", ".ini", ".csv", ".json", ".yml", ".yaml")
 BUILD_FILES = ("CMakeLists.txt", "Makefile", "CMakePresets.json")
+CODE_SUFFIXES = (".c", ".cc", ".cpp", ".h", ".hpp")
 
 
 # ggml backends: the names ggml/src/CMakeLists.txt passes to ``ggml_add_backend()``. Each one
@@ -135,9 +136,13 @@ def classify(
         ("common/", "common"),
         ("vendor/", "vendored"),
         ("tools/server/", "server"),
+        # llama-server links the multimodal library (tools/server/CMakeLists.txt: mtmd)
+        ("tools/mtmd/", "mtmd (linked by the server)"),
     ):
         if path.startswith(prefix):
             return area, True
+    if path.startswith("tools/ui/") and path.endswith(CODE_SUFFIXES):
+        return "web ui (compiled into the server)", True  # embed.cpp: the llama-ui library
     for prefix, area in NOISE_PREFIXES:
         if path.startswith(prefix):
             return area, False
