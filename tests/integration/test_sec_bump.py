@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from llamapin.config import load_config
 from llamapin.pin import Asset, Pin
+from llamapin.upstream.bump import worktree_path
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
 from tests.integration.test_upstream import (
@@ -250,6 +252,28 @@ def test_prepare_then_publish_and_publish_refuses_tampered_changes(
     refused(evil, "subject or trailer")
     git(root, "update-ref", "-d", ref)
 
+    # --- commits that touch only the lock, but not the way bump does ------------------------
+    def recommitted(name: str, lock: bytes, chmod: bool = False) -> Path:
+        case = tampered(out, tmp / name)
+        git(wt, "checkout", "--quiet", "--detach", plan["head_sha"])
+        (wt / "llamapin.lock").write_bytes(lock)
+        (wt / "llamapin.lock").chmod(0o755 if chmod else 0o644)
+        git(wt, "commit", "--quiet", "--amend", "--no-edit", "-a")
+        head = git(wt, "rev-parse", "HEAD").strip()
+        git(root, "update-ref", ref, head)
+        (case / "change.bundle").unlink()
+        git(root, "bundle", "create", "--quiet", str(case / "change.bundle"), ref, f"^{main}")
+        (case / "plan.json").write_text(json.dumps({**plan, "head_sha": head}))
+        git(root, "update-ref", "-d", ref)
+        return case
+
+    lock_bytes = git(root, "show", f"{plan['head_sha']}:llamapin.lock").encode()
+    refused(recommitted("t-mode", lock_bytes, chmod=True), "in a way bump never does")
+    other = lock_bytes.replace(b'build = "b10088"', b'build = "b10091"')
+    refused(recommitted("t-build", other), "the commit's lock pins b10091, the plan says b10088")
+    refused(recommitted("t-toml", b"[pin\nnot toml"), "is not TOML")
+    refused(recommitted("t-bytes", b"\xff\xfe" + lock_bytes), "holds text that is not UTF-8")
+
     # --- a hostile engine rewrites a locator file while the gate runs it --------------------
     release_app["flag"].write_text("go\n")
     hostile = tmp / "hostile"
@@ -260,6 +284,9 @@ def test_prepare_then_publish_and_publish_refuses_tampered_changes(
     release_app["flag"].unlink()
 
     # --- the genuine change publishes, and publish runs no engine ---------------------------
+    stale = worktree_path(load_config(root), root, "publish-llamapin/bump-b10088")
+    stale.mkdir(parents=True)  # left by an interrupted publish: removed, never reused
+    (stale / "leftover").write_text("x")
     runs = log.read_text()
     res = publish(run_cli, root, out, "--status")
     assert res.code == 0, res.err
@@ -281,6 +308,26 @@ def test_prepare_then_publish_and_publish_refuses_tampered_changes(
     # publishing the same change again: the PR already proposes it
     again = publish(run_cli, root, out)
     assert again.code == 0 and again.out.startswith("PR #1 already proposes b10088")
+    # the branch moved on (an older pin of the same build): publish updates the PR in place
+    git(wt, "checkout", "--quiet", "--detach", tip)
+    (wt / "llamapin.lock").write_text(lock_bytes.decode() + "# an older proposal\n")
+    git(wt, "commit", "--quiet", "-a", "-m", "older\n\nLlamapin-Bump: b10088")
+    git(wt, "push", "--quiet", "--force", str(bare), "HEAD:refs/heads/llamapin/bump-b10088")
+    res = publish(run_cli, root, out)
+    assert res.code == 0, res.err
+    assert "proposes an older pin of b10088: updating it in place" in res.out + res.err
+    assert git(bare, "rev-parse", "refs/heads/llamapin/bump-b10088").strip() == tip
+    # a person closed the PR without merging: publish does not reopen it
+    closed = github.handle(
+        "PATCH",
+        f"/api/v3/repos/{APP}/pulls/1",
+        {"Authorization": f"Bearer {SECRET}"},
+        json.dumps({"state": "closed"}).encode(),
+    )
+    assert closed[0] == 200
+    res = publish(run_cli, root, out)
+    assert res.code == 0, res.err
+    assert github.pr(APP, 1)["state"] == "closed"
     assert not github.forbidden_calls()
 
 

@@ -325,6 +325,8 @@ def boom(kind: str, path: str) -> None:
         open(path, encoding="utf-8").read()
     elif kind == "dir":
         open(path, "w")
+    elif kind == "abort":  # what click raises for Ctrl-C or end of input at a prompt
+        raise click.Abort()
     else:
         raise RuntimeError("first line\\nsecond line")
 
@@ -333,14 +335,17 @@ main()
 
 
 @pytest.mark.parametrize(
-    ("kind", "want"),
+    ("kind", "want", "code"),
     [
-        ("decode", "is not UTF-8 text: byte 0 cannot be decoded"),
-        ("dir", "Is a directory"),
-        ("bug", "unexpected RuntimeError: first line second line. This is a bug in llamapin"),
+        ("decode", "is not UTF-8 text: byte 0 cannot be decoded", 2),
+        ("dir", "Is a directory", 2),
+        ("bug", "unexpected RuntimeError: first line second line. This is a bug in llamapin", 2),
+        ("abort", "error: interrupted by the user; engines were stopped", 130),
     ],
 )
-def test_an_error_no_site_handled_is_still_one_line(tmp_path: Path, kind: str, want: str) -> None:
+def test_an_error_no_site_handled_is_still_one_line(
+    tmp_path: Path, kind: str, want: str, code: int
+) -> None:
     target = tmp_path / "x"
     if kind == "dir":
         target.mkdir()
@@ -354,7 +359,7 @@ def test_an_error_no_site_handled_is_still_one_line(tmp_path: Path, kind: str, w
         timeout=DEADLINE_S,
         check=False,
     )
-    assert done.returncode == 2
+    assert done.returncode == code
     assert want in one_error_line(done.stderr) and len(done.stderr.splitlines()) == 1
 
 

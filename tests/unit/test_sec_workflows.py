@@ -232,3 +232,14 @@ def test_init_handles_odd_files_where_a_workflow_belongs(tmp_path: Path, run_cli
     leftovers = set(os.listdir(flows)) - set(decoys) - {"llamapin-gate.yml", "llamapin-bump.yml"}
     assert leftovers == set()
     assert oct((tmp_path / GATE_PATH).stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    from llamapin.workflows import _replace
+
+    target = tmp_path / "llamapin-gate.yml"
+    target.write_text("old\n")
+    with pytest.raises(UnicodeEncodeError):
+        _replace(target, "name: x\n\ud800\n")  # a real failure half-way through the write
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llamapin-gate.yml"]
