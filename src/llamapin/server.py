@@ -68,6 +68,17 @@ def diagnose_exit(returncode: int, log: str, model_arch: str | None) -> str:
     return f"the engine exited with code {returncode}"
 
 
+def port_held(port: int) -> bool:
+    """Whether some process listens on the loopback ``port`` (a bind fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -171,13 +182,17 @@ class Server:
         self._wait_healthy(started)
         return self
 
-    def _died(self) -> EngineError:
+    def _died(self, starting: bool = False) -> EngineError:
         assert self.proc is not None
         code = self.proc.returncode
         log = self.log_text()
+        # An engine that dies while starting, with another process listening on its port, lost
+        # the race for the port. Asked of the port itself: the engine's log is written by a
+        # thread of its own and may be empty when it exits at once.
+        held = starting and port_held(self.port)
         return EngineError(
             f"{self.spec.label} stopped",
-            diagnose_exit(code, log, self.spec.model_arch),
+            PORT_TAKEN if held else diagnose_exit(code, log, self.spec.model_arch),
             "See the engine log below",
             detail=f"--- last lines of {self.spec.log} ---\n{tail(log)}",
         )
@@ -188,7 +203,7 @@ class Server:
         with httpx.Client(timeout=2.0) as http:
             while True:
                 if self.proc.poll() is not None:
-                    error = self._died()
+                    error = self._died(starting=True)
                     self.stop()
                     raise error
                 with contextlib.suppress(httpx.TransportError):
