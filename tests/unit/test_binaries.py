@@ -11,7 +11,7 @@ from llamapin.engine import codesign
 from llamapin.engine.binfmt import read_image, sniff
 from llamapin.engine.bundle import Layout, elf_relink_plan, macho_relink_plan, relink
 from llamapin.engine.closure import compute, find_binary, host_system_check
-from llamapin.errors import BinaryFormatError, BundleError, ClosureError, SignatureError
+from llamapin.errors import BinaryFormatError, ClosureError, SignatureError
 from tests.conftest import compile_so
 
 MAIN = "int main(void){return 0;}\n"
@@ -126,7 +126,7 @@ def test_elf_relink_plan_and_run(tmp_path: Path) -> None:
     assert elf_relink_plan(tmp_path) == []
 
 
-def test_macho_relink_needs_macos(macho_tree: Path, tmp_path: Path) -> None:
+def test_macho_relink_runs_on_linux(macho_tree: Path, tmp_path: Path) -> None:
     stage = tmp_path / "stage"
     (stage / "MacOS").mkdir(parents=True)
     (stage / "Frameworks").mkdir()
@@ -142,8 +142,9 @@ def test_macho_relink_needs_macos(macho_tree: Path, tmp_path: Path) -> None:
     ] in plan
     assert any(c[1] == "-change" and c[3] == "@rpath/libggml.0.13.1.dylib" for c in plan)
     assert any(c[1] == "-id" for c in plan)
-    with pytest.raises(BundleError, match="only on macOS"):
-        relink(stage, "macho", Layout("macos-app"), host="Linux")
+    # LLVM's tools carry the plan out here (tests/integration/test_macos_bundle.py goes on).
+    done = relink(stage, "macho", Layout("macos-app"), host="Linux")
+    assert done and macho_relink_plan(stage, Layout("macos-app")) == []
     assert relink(tmp_path / "empty", "macho", Layout(), host="Linux") == []
 
 

