@@ -1,4 +1,4 @@
-"""Read what the loader needs from ELF and Mach-O files (pyelftools, macholib).
+"""Read what the loader needs from ELF, Mach-O and PE files (pyelftools, macholib, pefile).
 
 Each file becomes a plain ``Image`` value, so closure resolution is a pure
 function over values.
@@ -14,10 +14,12 @@ from typing import Literal
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.hash import ELFHashSection, GNUHashSection
 from elftools.elf.sections import SymbolTableSection
 from macholib import mach_o
 from macholib.MachO import MachO
 
+from llamapin.engine import pe
 from llamapin.errors import BinaryFormatError
 
 ELF_MAGIC = b"\x7fELF"
@@ -31,7 +33,7 @@ MACHO_MAGICS = {
 }
 BACKEND_SYMBOL = "ggml_backend_init"
 
-Format = Literal["elf", "macho"]
+Format = Literal["elf", "macho", "pe"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def sniff(path: Path) -> Format | None:
         return "elf"
     if magic in MACHO_MAGICS:
         return "macho"
+    if magic[:2] == b"MZ" and pe.sniff_pe(path):
+        return "pe"
     return None
 
 
@@ -70,6 +74,24 @@ def _bad(path: Path, exc: BaseException) -> BinaryFormatError:
         f"cannot read {path.name}",
         f"the file is not a valid binary ({type(exc).__name__}: {exc})",
         "The file is truncated or corrupt; fetch the build again",
+    )
+
+
+def _defines(elf: ELFFile, dynsym: SymbolTableSection, name: str) -> bool:
+    """Whether ``dynsym`` defines ``name``: looked up in the file's own symbol hash table
+    (.gnu.hash or .hash, what the dynamic loader uses), not by parsing every symbol (a
+    llama.cpp library has thousands, and pyelftools parses each one in Python)."""
+    for table in (".gnu.hash", ".hash"):
+        section = elf.get_section_by_name(table)
+        if isinstance(section, (GNUHashSection, ELFHashSection)):
+            try:
+                sym = section.get_symbol(name)
+            except (ELFError, struct.error, ValueError, KeyError, IndexError, ZeroDivisionError):
+                break  # a damaged table: the full scan below decides (and reports damage)
+            return sym is not None and sym["st_shndx"] != "SHN_UNDEF"
+    return any(
+        sym.name == name and sym["st_shndx"] != "SHN_UNDEF"
+        for sym in dynsym.get_symbol_by_name(name) or []
     )
 
 
@@ -93,10 +115,7 @@ def read_elf(path: Path) -> Image:
                         elif tag.entry.d_tag == "DT_SONAME":
                             soname = tag.soname  # type: ignore[attr-defined]
                 elif isinstance(section, SymbolTableSection) and section.name == ".dynsym":
-                    backend = backend or any(
-                        sym.name == BACKEND_SYMBOL and sym["st_shndx"] != "SHN_UNDEF"
-                        for sym in section.get_symbol_by_name(BACKEND_SYMBOL) or []
-                    )
+                    backend = backend or _defines(elf, section, BACKEND_SYMBOL)
     except (ELFError, struct.error, ValueError, KeyError, AssertionError) as exc:
         raise _bad(path, exc) from None
     return Image(path, "elf", tuple(needed), tuple(rpaths), soname, backend, signed=False)
@@ -195,14 +214,24 @@ def read_macho(path: Path) -> Image:
     return Image(path, "macho", tuple(needed.values()), unique_rpaths, ident, False, signed)
 
 
+def read_pe(path: Path) -> Image:
+    """A Windows PE file; delay-loaded DLLs are weak (needed only when first called)."""
+    info = pe.read_pe(path)
+    needed = [Need(n) for n in info.imports]
+    needed += [Need(n, weak=True) for n in info.delay_imports if n not in info.imports]
+    return Image(path, "pe", tuple(needed), (), None, info.backend_module, info.signed)
+
+
 def read_image(path: Path) -> Image:
     kind = sniff(path)
     if kind == "elf":
         return read_elf(path)
     if kind == "macho":
         return read_macho(path)
+    if kind == "pe":
+        return read_pe(path)
     raise BinaryFormatError(
         f"cannot read {path.name}",
-        "it is neither an ELF nor a Mach-O file",
+        "it is neither an ELF nor a Mach-O file, nor a Windows PE file",
         "Point the engine binary setting at the llama-server executable",
     )

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import httpx
 import psutil
 
 from llamapin import lifetime
-from llamapin.archive import Limits, unpack_cached
+from llamapin.archive import COMPLETE, Limits, unpack_cached
 from llamapin.config import EngineConfig
 from llamapin.errors import BuildError, ConfigError, IntegrityError
 from llamapin.fetch import (
@@ -39,6 +40,7 @@ from llamapin.fetch import (
 )
 from llamapin.pin import Asset, Pin
 from llamapin.procenv import env_for
+from llamapin.progress import step
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def _say(ctx: Context, text: str) -> None:
 def unpacked(ctx: Context, blob: Path, name: str, sha256: str) -> Path:
     """Unpack a verified blob once into the cache (keyed by its sha256; the type comes from
     ``name``, since the blob's own name is its hash)."""
-    return unpack_cached(blob, ctx.cache.root / "trees", sha256, ctx.limits, kind=name)
+    with step(f"unpack {name}"):
+        return unpack_cached(blob, ctx.cache.root / "trees", sha256, ctx.limits, kind=name)
 
 
 class EngineSource(ABC):
@@ -78,11 +81,81 @@ class EngineSource(ABC):
         """Fetch, verify and unpack (or build) the pinned engine; return its tree."""
 
 
+def is_windows(platform: str) -> bool:
+    """``windows-x64`` (and upstream's own spelling, ``win-x64``)."""
+    return platform.startswith(("windows-", "win-"))
+
+
+def windows_asset_name(build: str, variant: str, platform: str) -> str:
+    """Upstream's Windows release archive: ``llama-<tag>-bin-win-<variant>-<arch>.zip``."""
+    return f"llama-{build}-bin-win-{variant}-{platform.rsplit('-', 1)[-1]}.zip"
+
+
+def cudart_asset_name(variant: str, platform: str) -> str:
+    """The CUDA runtime a CUDA build needs: ``cudart-llama-bin-win-cuda-<ver>-<arch>.zip``."""
+    return f"cudart-llama-bin-win-{variant}-{platform.rsplit('-', 1)[-1]}.zip"
+
+
+def cudart_key(platform: str) -> str:
+    """The lock's key for a CUDA target's runtime archive: ``windows-x64-cudart``."""
+    return f"{platform}-cudart"
+
+
+def release_keys(engine: EngineConfig, platform: str) -> list[str]:
+    """The lock's asset keys a release install of ``platform`` needs."""
+    cuda = is_windows(platform) and engine.windows_variant.startswith("cuda-")
+    return [platform, cudart_key(platform)] if cuda else [platform]
+
+
+def _expect_name(asset: Asset, want: str, key: str, variant: str) -> None:
+    if asset.name != want:
+        raise ConfigError(
+            f"the lock's {key} asset is {asset.name}, not {want}",
+            f"engine.windows_variant is {variant!r}, and upstream names that archive {want}",
+            "Pin the archive of that variant in llamapin.lock, or set engine.windows_variant "
+            "to the variant the lock pins",
+        )
+
+
+def merged(ctx: Context, parts: list[tuple[Path, str]]) -> Path:
+    """One tree holding every part (a CUDA build and its runtime), built once in the cache.
+
+    A path that two parts both hold with different bytes is refused, not overwritten."""
+    key = hashlib.sha256("+".join(sha for _, sha in parts).encode()).hexdigest()
+    dest = ctx.cache.root / "trees" / key
+    if (dest / COMPLETE).is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{key}."))
+    try:
+        for part, _sha in parts:
+            for path in sorted(part.rglob("*")):
+                rel = path.relative_to(part)
+                there = tmp / rel
+                if rel == Path(COMPLETE) or path.is_dir():
+                    continue
+                if there.exists() or there.is_symlink():
+                    if sha256_file(there) != sha256_file(path):
+                        raise IntegrityError(
+                            f"the release archives disagree about {rel}",
+                            "two pinned archives hold different files at that path",
+                            "Pin archives of one build and variant",
+                        )
+                    continue
+                there.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, there, follow_symlinks=False)
+        (tmp / COMPLETE).write_text(key)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 class ReleaseSource(EngineSource):
     kind = "release"
 
-    def materialize(self, ctx: Context) -> Tree:
-        asset = ctx.pin.asset(ctx.platform)
+    def fetch(self, ctx: Context, asset: Asset) -> Path:
         url = asset.url or (
             f"{ctx.engine.base_url.rstrip('/')}/{ctx.engine.repo}/releases/download/"
             f"{ctx.pin.build}/{asset.name}"
@@ -91,8 +164,33 @@ class ReleaseSource(EngineSource):
         blob = download(
             url, asset.sha256, ctx.cache, size=asset.size, label=asset.name, http=ctx.http
         )
-        tree = unpacked(ctx, blob, asset.name, asset.sha256)
-        return Tree(tree, self.kind, asset.name, f"sha256 {asset.sha256}")
+        return unpacked(ctx, blob, asset.name, asset.sha256)
+
+    def materialize(self, ctx: Context) -> Tree:
+        asset = ctx.pin.asset(ctx.platform)
+        if not is_windows(ctx.platform):
+            tree = self.fetch(ctx, asset)
+            return Tree(tree, self.kind, asset.name, f"sha256 {asset.sha256}")
+        variant = ctx.engine.windows_variant
+        want = windows_asset_name(ctx.pin.build, variant, ctx.platform)
+        _expect_name(asset, want, ctx.platform, variant)
+        keys = release_keys(ctx.engine, ctx.platform)
+        if len(keys) == 1:
+            tree = self.fetch(ctx, asset)
+            return Tree(tree, self.kind, asset.name, f"sha256 {asset.sha256}")
+        if keys[1] not in ctx.pin.assets:
+            raise ConfigError(
+                f"pin {ctx.pin.build} lacks the CUDA runtime for {ctx.platform}",
+                f"engine.windows_variant is {variant!r}: its build needs "
+                f"{cudart_asset_name(variant, ctx.platform)}, and the lock has no "
+                f"{keys[1]!r} asset",
+                f"Add [pin.assets.{keys[1]}] with that archive's name and sha256 to llamapin.lock",
+            )
+        runtime = ctx.pin.assets[keys[1]]
+        _expect_name(runtime, cudart_asset_name(variant, ctx.platform), keys[1], variant)
+        parts = [(self.fetch(ctx, a), a.sha256) for a in (asset, runtime)]
+        detail = f"sha256 {asset.sha256} + {runtime.name} sha256 {runtime.sha256}"
+        return Tree(merged(ctx, parts), self.kind, asset.name, detail)
 
 
 def index_artifact(
@@ -184,9 +282,10 @@ def _run_build(cmd: list[str], log: Path, what: str, base: Path) -> None:
     with log.open("a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        proc = lifetime.run(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
+        with step(what):  # start, heartbeat and end lines in CI logs
+            proc = lifetime.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise BuildError(
