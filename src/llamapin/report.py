@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from llamapin.gate.floors import FloorsReport
 from llamapin.gate.verdict import Verdict
 from llamapin.inert import code, sanitize, xml_text
 
@@ -51,10 +52,17 @@ def markdown(v: Verdict) -> str:
                 row += f" {c.agreement:.0%} | {first} | {c.mean_kl:.4f} | {c.same_top:.0%} |"
             lines.append(row)
         lines.append("")
+    if v.floors is not None:
+        lines += floors_markdown(v.floors)
     lines.append(
         f"**Performance** ({v.perf.mode}): {ICON[v.perf.status]} {_cell(v.perf.reason, 600)}"
     )
     lines.append("")
+    if v.perf.memory_reason:
+        icon = ICON.get(v.perf.memory_status, ICON["inconclusive"])
+        lines += [f"**Memory**: {icon} {_cell(v.perf.memory_reason, 300)}", ""]
+    if v.perf.load_time:
+        lines += [f"**Load time**: {_cell(v.perf.load_time, 300)}", ""]
     if v.engines:
         lines += ["| engine | build | load time | peak RSS |", "|---|---|---|---|"]
         for e in v.engines:
@@ -65,6 +73,38 @@ def markdown(v: Verdict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def floors_markdown(f: FloorsReport) -> list[str]:
+    """The oldest macOS and CPU each engine runs on, and the change from the pin."""
+    roles = [m.role for m in f.macos]
+    pinned = len(roles) > 1
+    head = "| floor | candidate |" + (" pinned | change from the pin |" if pinned else "")
+    rule = "|---|---|" + ("---|---|" if pinned else "")
+    app = f" (app: {_cell(f.macos_declared, 20)})" if f.macos_declared else ""
+    macos = [_cell(m.minimum or m.detail, 80) for m in f.macos]
+    lines = ["**Floors**", "", head, rule]
+    lines.append(
+        f"| minimum macOS{app} | "
+        + " | ".join(macos + ([_cell(f.macos_change, 120)] if pinned else []))
+        + " |"
+    )
+    cpu = f.cpu
+    name = "CPU" if cpu.declared is None else f"CPU {_cell(cpu.declared, 40)}"
+    if cpu.tested:
+        cells = [f"{ICON[r.status]} {_cell(r.detail, 200)}" for r in cpu.runs]
+        cells += [_cell(cpu.change, 120)] if pinned else []
+    else:
+        cells = [_cell(cpu.note, 200)] + (["", ""] if pinned else [])
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for role, variants in cpu.variants.items():
+        lines.append(
+            f"CPU backend variants of the {role} engine (each names the CPU features it "
+            f"needs; the engine picks one at run time): {_cell(', '.join(variants), 300)}"
+        )
+        lines.append("")
+    return lines
 
 
 def to_json(v: Verdict) -> str:
@@ -103,6 +143,8 @@ def junit(v: Verdict) -> str:
         )
         case(f"prompt {p.name}", "pass" if p.passed else "fail", "; ".join(p.failures), detail)
     case("performance", v.perf.status, v.perf.reason)
+    if v.perf.memory_reason:
+        case("peak memory", v.perf.memory_status.replace("warn", "pass"), v.perf.memory_reason)
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

@@ -21,6 +21,7 @@ import psutil
 
 from llamapin import lifetime
 from llamapin.errors import EngineError
+from llamapin.fetch import tls
 from llamapin.procenv import env_for
 
 SIGNALS = {
@@ -102,6 +103,8 @@ class ServerSpec:
     label: str = "engine"
     port: int | None = None  # None: a free loopback port
     bind_attempts: int = 3
+    # Run the engine under another program, e.g. ["qemu-x86_64", "-cpu", "Nehalem"]
+    prefix: list[str] = field(default_factory=list)
 
 
 class Server:
@@ -122,6 +125,7 @@ class Server:
     def command(self) -> list[str]:
         spec = self.spec
         cmd = [
+            *spec.prefix,
             str(spec.binary),
             "-m",
             str(spec.model),
@@ -200,7 +204,7 @@ class Server:
     def _wait_healthy(self, started: float) -> None:
         assert self.proc is not None
         deadline = started + self.spec.health_timeout_s
-        with httpx.Client(timeout=2.0) as http:
+        with httpx.Client(timeout=2.0, verify=tls()) as http:
             while True:
                 if self.proc.poll() is not None:
                     error = self._died(starting=True)
@@ -279,7 +283,7 @@ class Server:
 
     def post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         try:
-            with httpx.Client(timeout=timeout) as http:
+            with httpx.Client(timeout=timeout, verify=tls()) as http:
                 response = http.post(f"{self.url}{path}", json=body)
         except httpx.TransportError as exc:
             self.check_alive()
@@ -300,7 +304,7 @@ class Server:
         return data
 
     def get(self, path: str) -> dict[str, Any]:
-        with httpx.Client(timeout=10.0) as http:
+        with httpx.Client(timeout=10.0, verify=tls()) as http:
             response = http.get(f"{self.url}{path}")
         data: dict[str, Any] = response.json() if response.status_code == 200 else {}
         return data

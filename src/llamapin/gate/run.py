@@ -17,6 +17,7 @@ from typing import Any
 from llamapin.config import Config, GateConfig
 from llamapin.engine.ensure import NOT_CHECKED, BuildInfo, EnsureResult, provenance_problems
 from llamapin.errors import EngineError
+from llamapin.gate import floors as fl
 from llamapin.gate import perf as pf
 from llamapin.gate.compare import Generation, TopN, compare
 from llamapin.gate.suite import Prompt, Suite, check
@@ -29,8 +30,10 @@ from llamapin.gate.verdict import (
     Verdict,
     decide,
     divergence_warnings,
+    resource_warnings,
 )
 from llamapin.pin import Pin
+from llamapin.progress import step
 from llamapin.server import Server, ServerSpec
 
 # /props build_info, in every format so far: "b10068-571d0d540", "b1-7e4c0a9", "b0-unknown"
@@ -57,6 +60,8 @@ class GateInputs:
     perf_mode: str = "auto"
     model_name: str | None = None
     require_provenance: bool = True
+    platform: str = "linux-x64"  # what the engines are built for (the CPU floor needs linux-x64)
+    macos_declared: tuple[str, str] | None = None  # the app's minimum macOS, and where from
 
 
 def props_build(build_info: str | None) -> BuildInfo:
@@ -159,74 +164,118 @@ def timed_request(server: Server, cfg: GateConfig) -> dict[str, float]:
     }
 
 
+Restart = Callable[[int], contextlib.AbstractContextManager[tuple[Server, Server]]]
+"""Round number -> a fresh (candidate, baseline) pair of engines, stopped on exit."""
+
+SAMPLE_KEYS = (
+    "cand_gen_tps",
+    "base_gen_tps",
+    "cand_prompt_tps",
+    "base_prompt_tps",
+    "cand_wall_s",
+    "base_wall_s",
+    "round",
+)
+
+
+def _round_groups(samples: dict[str, list[float]], metric: str) -> list[list[float]]:
+    """Paired log-ratios of one metric, one list per round (process pair)."""
+    groups: dict[int, list[float]] = {}
+    for r, c, b in zip(
+        samples["round"], samples[f"cand_{metric}"], samples[f"base_{metric}"], strict=True
+    ):
+        groups.setdefault(int(r), []).extend(pf.log_ratios([c], [b]))
+    return list(groups.values())
+
+
 def measure(
     cand: Server,
     base: Server,
     cfg: GateConfig,
     mode: str,
     say: Callable[[str], None],
+    restart: Restart,
     clock: Callable[[], float] = time.monotonic,
 ) -> PerfReport:
-    """Interleave timed requests (alternating order) until the SPRT decides."""
+    """Rounds of interleaved timed requests (alternating order) until the test decides.
+
+    Round 0 uses ``cand`` and ``base``; every later round a fresh pair of engine
+    processes from ``restart``, so the variation between processes is part of
+    what the test sees."""
     p = cfg.perf
-    params = pf.SprtParams(**p.model_dump(exclude={"mode", "budget_s", "n_predict"}))
-    samples: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "cand_gen_tps",
-            "base_gen_tps",
-            "cand_prompt_tps",
-            "base_prompt_tps",
-            "cand_wall_s",
-            "base_wall_s",
-        )
+    params = p.params()
+    samples: dict[str, list[float]] = {k: [] for k in SAMPLE_KEYS}
+    engines: dict[str, list[float]] = {
+        k: [] for k in ("cand_load_s", "base_load_s", "cand_rss", "base_rss")
     }
-    timed_request(cand, cfg)  # warm-up, discarded
-    timed_request(base, cfg)
     started = clock()
     decisions: list[pf.MetricDecision] = []
     outcome: pf.Outcome = "continue"
     pair = 0
+    rounds = 0
     while outcome == "continue":
-        order = (
-            [("cand", cand), ("base", base)] if pair % 2 == 0 else [("base", base), ("cand", cand)]
-        )
-        for role, server in order:
-            result = timed_request(server, cfg)
-            samples[f"{role}_gen_tps"].append(result["gen_tps"])
-            samples[f"{role}_prompt_tps"].append(result["prompt_tps"])
-            samples[f"{role}_wall_s"].append(result["wall_s"])
-        pair += 1
+        fresh = restart(rounds) if rounds > 0 else contextlib.nullcontext((cand, base))
+        with fresh as (c, b):
+            engines["cand_load_s"].append(c.load_time_s)
+            engines["base_load_s"].append(b.load_time_s)
+            timed_request(c, cfg)  # warm-up, discarded
+            timed_request(b, cfg)
+            for _ in range(params.round_size):
+                order = [("cand", c), ("base", b)] if pair % 2 == 0 else [("base", b), ("cand", c)]
+                for role, server in order:
+                    result = timed_request(server, cfg)
+                    samples[f"{role}_gen_tps"].append(result["gen_tps"])
+                    samples[f"{role}_prompt_tps"].append(result["prompt_tps"])
+                    samples[f"{role}_wall_s"].append(result["wall_s"])
+                samples["round"].append(float(rounds))
+                pair += 1
+            engines["cand_rss"].append(float(c.peak_rss_bytes() or 0))
+            engines["base_rss"].append(float(b.peak_rss_bytes() or 0))
+        rounds += 1
         final = clock() - started >= p.budget_s
         decisions = [
-            pf.decide(
-                "generation",
-                pf.log_ratios(samples["cand_gen_tps"], samples["base_gen_tps"]),
-                params,
-                final=final,
-            ),
-            pf.decide(
-                "prompt processing",
-                pf.log_ratios(samples["cand_prompt_tps"], samples["base_prompt_tps"]),
-                params,
-                final=final,
-            ),
+            pf.decide(name, _round_groups(samples, key), params, final=final)
+            for name, key in (("generation", "gen_tps"), ("prompt processing", "prompt_tps"))
         ]
         outcome = pf.combine(decisions)
+        say(f"perf ({mode}): round {rounds}, {pair} pairs: {outcome}")
     wall = clock() - started
     summary = "; ".join(d.describe() for d in decisions)
+    zone = f"indifference zone {params.fail_margin:.0%}-{params.tolerance:.0%}"
     if outcome == "fail":
-        slow = [d for d in decisions if d.outcome == "fail"]
-        reason = (
-            f"a slowdown of about {1 - slow[0].ratio:.0%} is established "
-            f"(tolerance {p.tolerance:.0%}): {summary}"
-        )
+        said = "; ".join(pf.explain(d, params) for d in decisions if d.outcome == "fail")
+        reason = f"slower: {said} ({zone}): {summary}"
     elif outcome == "pass":
-        reason = f"no slowdown beyond {p.tolerance:.0%}: {summary}"
+        reason = (
+            f"same: no slowdown of {params.tolerance:.0%} or more in any metric ({zone}): {summary}"
+        )
     else:
-        reason = f"too noisy to decide within {pair} pairs / {wall:.0f} s; not a pass: {summary}"
-    say(f"perf ({mode}): {outcome} after {pair} pairs")
-    return PerfReport(mode, outcome, reason, decisions, pair, wall, samples)
+        said = "; ".join(pf.explain(d, params) for d in decisions if d.outcome != "pass")
+        reason = (
+            f"unknown after {pair} pairs in {rounds} process pairs / {wall:.0f} s "
+            f"(more pairs needed; not a pass): {said} ({zone}): {summary}"
+        )
+    memory, memory_reason = pf.memory_check(
+        [int(x) for x in engines["cand_rss"]],
+        [int(x) for x in engines["base_rss"]],
+        p.max_rss_growth,
+        p.warn_rss_growth,
+    )
+    load = pf.load_time_summary(engines["cand_load_s"], engines["base_load_s"])
+    say(f"perf ({mode}): {outcome} after {pair} pairs in {rounds} process pairs")
+    return PerfReport(
+        mode,
+        outcome,
+        reason,
+        decisions,
+        pair,
+        wall,
+        {**samples, **engines},
+        rounds,
+        memory,
+        memory_reason,
+        load,
+    )
 
 
 def engine_info(role: str, server: Server) -> EngineInfo:
@@ -249,11 +298,11 @@ def _started(spec: ServerSpec) -> Iterator[Server]:
         server.stop()
 
 
-def _spec(inputs: GateInputs, binary: Path, role: str) -> ServerSpec:
+def _spec(inputs: GateInputs, binary: Path, role: str, log: str | None = None) -> ServerSpec:
     return ServerSpec(
         binary=binary,
         model=inputs.model,
-        log=inputs.logs / f"{role}.log",
+        log=inputs.logs / (log or f"{role}.log"),
         ctx_size=inputs.cfg.ctx_size,
         threads=inputs.cfg.threads,
         extra_args=list(inputs.cfg.server_args),
@@ -263,8 +312,26 @@ def _spec(inputs: GateInputs, binary: Path, role: str) -> ServerSpec:
     )
 
 
+@contextlib.contextmanager
+def _fresh_pair(inputs: GateInputs, baseline: Path, rnd: int) -> Iterator[tuple[Server, Server]]:
+    """A fresh candidate and baseline process for one round, started in alternating order."""
+    with contextlib.ExitStack() as stack:
+        roles = [("candidate", inputs.candidate), ("baseline", baseline)]
+        started = {
+            role: stack.enter_context(
+                _started(_spec(inputs, binary, role, f"{role}-round{rnd}.log"))
+            )
+            for role, binary in (roles if rnd % 2 == 0 else roles[::-1])
+        }
+        yield started["candidate"], started["baseline"]
+
+
 def run_suite(server: Server, suite: Suite, cfg: GateConfig) -> list[tuple[Prompt, Generation]]:
-    return [(prompt, generate(server, prompt, cfg)) for prompt in suite.prompts]
+    out = []
+    for i, prompt in enumerate(suite.prompts, 1):
+        with step(f"prompt {i}/{len(suite.prompts)} {prompt.name}"):  # a line each in CI logs
+            out.append((prompt, generate(server, prompt, cfg)))
+    return out
 
 
 def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
@@ -318,8 +385,14 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
                 )
             else:
                 try:
+                    twin = inputs.baseline or inputs.candidate
                     perf = measure(
-                        cand, base, cfg, "A/A" if role != "baseline" else "baseline", say
+                        cand,
+                        base,
+                        cfg,
+                        "A/A" if role != "baseline" else "baseline",
+                        say,
+                        lambda rnd: _fresh_pair(inputs, twin, rnd),
                     )
                 except EngineError as exc:  # either engine: blame the one the error names
                     if not exc.what.startswith(base.spec.label):
@@ -335,6 +408,8 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
     except EngineError as exc:
         checks.append(Check("engine", "fail", f"{exc.what}: {exc.why}"))
         say(exc.render())
+    floors, floor_checks = check_floors(inputs, say)  # the engines above are stopped by now
+    checks += floor_checks
     thresholds = Thresholds(cfg.max_divergence_kl, cfg.warn_divergence_kl)
     outcome, reasons = decide(checks, prompts, perf, thresholds)
     return Verdict(
@@ -348,8 +423,47 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
         inputs.suite.name,
         round(time.monotonic() - started, 2),
         f"{inputs.pin.build} ({inputs.pin.commit})",
-        divergence_warnings(prompts, thresholds),
+        divergence_warnings(prompts, thresholds) + resource_warnings(perf) + floor_warnings(floors),
+        floors=floors,
     )
+
+
+def check_floors(
+    inputs: GateInputs, say: Callable[[str], None]
+) -> tuple[fl.FloorsReport, list[Check]]:
+    """Minimum macOS and the CPU floor, for the candidate and the pinned engine."""
+    engines = [("candidate", inputs.candidate)]
+    if inputs.baseline is not None:
+        engines.append(("baseline", inputs.baseline))
+    macos, macos_change, too_new = fl.macos_floors(engines, inputs.macos_declared)
+    checks = []
+    if too_new and inputs.macos_declared is not None:
+        version, where = inputs.macos_declared
+        checks.append(
+            Check("macOS floor", "fail", f"{'; '.join(too_new)}, but {where} declares {version}")
+        )
+    cpu = fl.cpu_floor_report(
+        inputs.cfg.min_cpu,
+        inputs.platform,
+        engines,
+        inputs.model,
+        inputs.logs,
+        say,
+        timeout_s=inputs.cfg.min_cpu_timeout_s,
+        model_arch=inputs.model_arch,
+        extra_args=list(inputs.cfg.server_args),
+    )
+    if cpu.declared is not None:
+        status, message = fl.cpu_check(cpu)
+        checks.append(Check("CPU floor", status, message))
+    declared = inputs.macos_declared[0] if inputs.macos_declared else None
+    return fl.FloorsReport(cpu, macos, declared, macos_change), checks
+
+
+def floor_warnings(floors: fl.FloorsReport) -> list[str]:
+    """A declared CPU floor that could not be tested is said out loud, never passed."""
+    cpu = floors.cpu
+    return [cpu.note] if cpu.declared is not None and not cpu.tested else []
 
 
 def outcomes(
@@ -432,6 +546,7 @@ def gate_engine(
     perf_mode: str | None = None,
 ) -> Verdict:
     """Fetch the model, load the suite, and gate one engine (against a baseline if given)."""
+    from llamapin.engine.macos import declared_minimum
     from llamapin.fetch import Cache, client
     from llamapin.gate.suite import load_suite
     from llamapin.model import ensure_model, gguf_architecture
@@ -454,5 +569,7 @@ def gate_engine(
         perf_mode=perf_mode or cfg.gate.perf.mode,
         model_name=cfg.model.name,
         require_provenance=cfg.engine.require_provenance,
+        platform=cfg.engine.resolved_platform(),
+        macos_declared=declared_minimum(root, cfg.bundle),
     )
     return run_gate(inputs, say)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from llamapin.gate.compare import Comparison
+from llamapin.gate.floors import FloorsReport
 from llamapin.gate.perf import MetricDecision
 
 Status = Literal["pass", "fail", "skip", "inconclusive"]
@@ -53,6 +54,12 @@ class PerfReport:
     pairs: int = 0
     wall_s: float = 0.0
     samples: dict[str, list[float]] = field(default_factory=dict)
+    rounds: int = 0
+    # Peak resident memory, gated with its own tolerance (gate.perf.max_rss_growth).
+    memory_status: Literal["pass", "fail", "warn", "skip"] = "skip"
+    memory_reason: str = ""
+    # Model load time, candidate vs baseline, paired by process pair (reported only).
+    load_time: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Verdict:
     elapsed_s: float
     pin: str
     warnings: list[str] = field(default_factory=list)
+    floors: FloorsReport | None = None  # minimum CPU and macOS, per engine
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,6 +103,11 @@ def divergence_warnings(prompts: list[PromptOutcome], th: Thresholds) -> list[st
     ]
 
 
+def resource_warnings(perf: PerfReport) -> list[str]:
+    """Peak memory grown past the warn band but not the failure line."""
+    return [f"memory: {perf.memory_reason}"] if perf.memory_status == "warn" else []
+
+
 def decide(
     checks: list[Check], prompts: list[PromptOutcome], perf: PerfReport, th: Thresholds
 ) -> tuple[Literal["pass", "fail", "inconclusive"], list[str]]:
@@ -113,6 +126,8 @@ def decide(
             )
     if perf.status == "fail":
         reasons.append(f"performance: {perf.reason}")
+    if perf.memory_status == "fail":
+        reasons.append(f"memory: {perf.memory_reason}")
     if reasons:
         return "fail", reasons + open_questions
     if perf.status == "inconclusive":
