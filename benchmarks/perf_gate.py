@@ -1,194 +1,328 @@
-"""Benchmark the gate on this machine: warm wall time, A/A false alarms, power
-against a real ~10% slowdown, and the field's rules judged on the same samples.
+"""Benchmark the perf gate at scale on this machine: A/A false alarms, power against
+real slowdowns (a power curve), pairs and wall time per decision, each rate with
+its 95% Clopper-Pearson interval.
 
-Usage (from the repo root, after scripts/bootstrap):
-    .venv/bin/python benchmarks/perf_gate.py --runs 30 --out benchmarks/results/perf_gate.json
+Every decision starts fresh engines, as the gate does: a new candidate and a new
+baseline process for round 1, and a new pair for every later round (the gate's
+own ``measure`` with a restart), so the variation between processes is in every
+figure. Results are appended to a JSON-lines file, one line per decision; a rerun
+reads it and continues, so the record grows across runs, in chunks.
 
-The slowdown is real: the candidate is the same engine process under a CPU
-quota (cgroup cpu.cfs_quota_us), switched on only for the candidate's runs. The
-quota is set to 2 * (1 - target) CPUs, and the slowdown's actual size is measured
-separately, on the candidate alone, quota on vs off, in alternating blocks.
+Usage (from the repo root, after scripts/bootstrap; as root, for the CPU quota):
+    .venv/bin/python benchmarks/perf_gate.py --chunk 20      # 20 more decisions
+    .venv/bin/python benchmarks/perf_gate.py --summary       # the tables, no runs
+
+Sets and goals (decisions each): aa 100, s10 100, s05 / s15 / s20 30; override
+with e.g. ``--goal aa=3 --goal s10=3``. The next decision always goes to the set
+furthest below its goal, so a cut-short run still covers every set.
+
+A slowdown is real: the candidate processes of a slowed decision run in a CPU
+cgroup (v1 cpu.cfs_quota_us) with a quota of 2 * (1 - target) CPUs; the size it
+really causes is measured once per target, on one engine alone, quota on vs off
+in alternating blocks, and recorded next to the decisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from llamapin.config import Config, GateConfig, PerfConfig
-from llamapin.engine.ensure import ensure
-from llamapin.fetch import Cache, client
+from llamapin.config import GateConfig, PerfConfig
+from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
 from llamapin.gate.run import measure, timed_request
-from llamapin.model import ensure_model
-from llamapin.pin import read_lock
 from llamapin.server import Server, ServerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"aa": 0.0, "s05": 0.05, "s10": 0.10, "s15": 0.15, "s20": 0.20}
+GOALS = {"aa": 100, "s10": 100, "s05": 30, "s15": 30, "s20": 30}
+CGROUP = Path("/sys/fs/cgroup/cpu/llamapin-bench")
 
 
 class Throttle:
-    """A CPU quota (cgroup v1 cpu controller) on the candidate engine while active.
+    """A CPU quota (cgroup v1 cpu controller) on the processes put into it."""
 
-    ``quota`` is in CPUs (1.8 = 90% of two cores). Needs root and a writable
-    /sys/fs/cgroup/cpu, as on our benchmark machines.
-    """
+    def __init__(self, root: Path = CGROUP) -> None:
+        self.root = root
+        self.root.mkdir(exist_ok=True)
+        self.set(None)
 
-    ROOT = Path("/sys/fs/cgroup/cpu/llamapin-bench")
+    def add(self, pid: int) -> None:
+        (self.root / "cgroup.procs").write_text(str(pid))
 
-    def __init__(self, pid: int, quota: float) -> None:
-        self.quota = quota
-        self.ROOT.mkdir(exist_ok=True)
-        (self.ROOT / "cgroup.procs").write_text(str(pid))
-        self.deactivate()
-
-    def activate(self) -> None:
-        period = int((self.ROOT / "cpu.cfs_period_us").read_text())
-        (self.ROOT / "cpu.cfs_quota_us").write_text(str(int(self.quota * period)))
-
-    def deactivate(self) -> None:
-        (self.ROOT / "cpu.cfs_quota_us").write_text("-1")
-
-    def close(self) -> None:
-        self.deactivate()
+    def set(self, cpus: float | None) -> None:
+        """``cpus`` CPUs per period, or no limit."""
+        period = int((self.root / "cpu.cfs_period_us").read_text())
+        quota = "-1" if cpus is None else str(int(cpus * period))
+        (self.root / "cpu.cfs_quota_us").write_text(quota)
 
 
-def slowdown_size(
-    server: Server, throttle: Throttle, cfg: GateConfig, blocks: int
-) -> dict[str, float]:
-    plain: list[float] = []
-    slow: list[float] = []
-    for i in range(blocks):
-        for throttled in (False, True) if i % 2 == 0 else (True, False):
-            if throttled:
-                throttle.activate()
-            result = timed_request(server, cfg)
-            throttle.deactivate()
-            (slow if throttled else plain).append(result["gen_tps"])
+def quota_for(target: float) -> float:
+    """A process that keeps both cores busy runs q/2 of each period under q CPUs."""
+    return round((os.cpu_count() or 2) * (1 - target), 3)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def next_set(done: dict[str, int], goals: dict[str, int]) -> str | None:
+    """The set furthest below its goal (by fraction done), or None when all are met."""
+    open_ = [s for s in goals if done.get(s, 0) < goals[s]]
+    if not open_:
+        return None
+    return min(open_, key=lambda s: (done.get(s, 0) / goals[s], list(goals).index(s)))
+
+
+class Engines:
+    """Starts fresh engine processes, throttling the candidate's when asked."""
+
+    def __init__(self, binary: Path, model: Path, logs: Path, throttle: Throttle | None) -> None:
+        self.binary, self.model, self.logs, self.throttle = binary, model, logs, throttle
+
+    def server(self, role: str, n: int) -> Server:
+        spec = ServerSpec(
+            self.binary, self.model, self.logs / f"{role}-{n}.log", label=f"the {role} engine"
+        )
+        server = Server(spec).start()
+        if role == "candidate" and self.throttle is not None:
+            assert server.proc is not None
+            self.throttle.add(server.proc.pid)
+        return server
+
+    @contextlib.contextmanager
+    def pair(self, n: int) -> Iterator[tuple[Server, Server]]:
+        order = ["candidate", "baseline"] if n % 2 == 0 else ["baseline", "candidate"]
+        started: dict[str, Server] = {}
+        try:
+            for role in order:
+                started[role] = self.server(role, n)
+            yield started["candidate"], started["baseline"]
+        finally:
+            for server in started.values():
+                server.stop()
+
+
+def decision(engines: Engines, cfg: GateConfig, label: str) -> dict[str, Any]:
+    """One whole perf decision on fresh engines, as the gate makes it."""
+    began = time.monotonic()
+    with engines.pair(0) as (cand, base):
+        perf = measure(cand, base, cfg, label, say=lambda _: None, restart=engines.pair)
+    total = time.monotonic() - began
+    by = {d.metric: d for d in perf.decisions}
+    gen, pp = by["generation"], by["prompt processing"]
+    first = {k: v[:5] for k, v in perf.samples.items()}
     return {
-        "plain_gen_tps": statistics.fmean(plain),
-        "throttled_gen_tps": statistics.fmean(slow),
-        "slowdown": 1 - statistics.fmean(slow) / statistics.fmean(plain),
+        "kind": "decision",
+        "set": label,
+        "target": TARGETS[label],
+        "outcome": perf.status,
+        "gen_outcome": gen.outcome,
+        "pp_outcome": pp.outcome,
+        "pairs": perf.pairs,
+        "rounds": perf.rounds,
+        "wall_s": round(perf.wall_s, 2),
+        "total_s": round(total, 2),
+        "gen_ratio": gen.ratio,
+        "gen_bounds": [gen.ci_low, gen.ci_high],
+        "pp_ratio": pp.ratio,
+        "memory": perf.memory_status,
+        "memory_reason": perf.memory_reason,
+        "load_time": perf.load_time,
+        "median_ratio_rule": pf.median_ratio_rule(first["cand_gen_tps"], first["base_gen_tps"]),
+        "samples": perf.samples,
+        "when": time.time(),
     }
 
 
-def field_rules(samples: dict[str, list[float]], floor: float) -> dict[str, str]:
-    cand = samples["cand_gen_tps"][:5]
-    base = samples["base_gen_tps"][:5]
-    return {"floor": pf.floor_rule(cand, floor), "median_ratio": pf.median_ratio_rule(cand, base)}
+def slowdown_size(
+    engines: Engines, throttle: Throttle, target: float, blocks: int
+) -> dict[str, Any]:
+    """The slowdown a quota really causes: one engine alone, quota on vs off."""
+    cfg = GateConfig(request_timeout_s=600.0)
+    plain: list[float] = []
+    slow: list[float] = []
+    server = engines.server("candidate", 99)
+    try:
+        timed_request(server, cfg)
+        for i in range(blocks):
+            for throttled in (False, True) if i % 2 == 0 else (True, False):
+                throttle.set(quota_for(target) if throttled else None)
+                (slow if throttled else plain).append(timed_request(server, cfg)["gen_tps"])
+    finally:
+        throttle.set(None)
+        server.stop()
+    return {
+        "kind": "size",
+        "target": target,
+        "quota_cpus": quota_for(target),
+        "plain_gen_tps": statistics.fmean(plain),
+        "throttled_gen_tps": statistics.fmean(slow),
+        "slowdown": 1 - statistics.fmean(slow) / statistics.fmean(plain),
+        "blocks": blocks,
+        "when": time.time(),
+    }
 
 
-def warm_gate_wall(runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        started = time.monotonic()
-        subprocess.run(
-            [str(ROOT / ".venv/bin/llamapin"), "--root", str(ROOT), "gate", "--perf", "off"],
-            check=True,
-            capture_output=True,
+def rate(k: int, n: int) -> str:
+    low, high = pf.clopper_pearson(k, n)
+    return f"{k}/{n} = {k / n:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def summarize(records: list[dict[str, Any]]) -> str:
+    sizes = {r["target"]: r["slowdown"] for r in records if r["kind"] == "size"}
+    lines = [
+        "| set | measured slowdown | decisions | fail [95% CI] | pass [95% CI] | "
+        "inconclusive | pairs median / p95 | wall s median / p95 | median-ratio rule: fail |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, target in TARGETS.items():
+        rows = [r for r in records if r["kind"] == "decision" and r["set"] == label]
+        if not rows:
+            continue
+        n = len(rows)
+        count = {k: sum(r["outcome"] == k for r in rows) for k in ("fail", "pass", "inconclusive")}
+        pairs = [float(r["pairs"]) for r in rows]
+        wall = [float(r["total_s"]) for r in rows]
+        size = "0 (A/A)" if target == 0 else f"{sizes.get(target, math.nan):.1%}"
+        ratio = sum(r["median_ratio_rule"] == "fail" for r in rows)
+        lines.append(
+            f"| {label} | {size} | {n} | {rate(count['fail'], n)} | {rate(count['pass'], n)} | "
+            f"{count['inconclusive']} | {statistics.median(pairs):.0f} / {pct(pairs, 0.95):.0f} | "
+            f"{statistics.median(wall):.0f} / {pct(wall, 0.95):.0f} | {ratio} |"
         )
-        times.append(time.monotonic() - started)
-    return times
+    return "\n".join(lines)
+
+
+def parse_goals(given: list[str]) -> dict[str, int]:
+    goals = dict(GOALS)
+    if given:
+        goals = {}
+        for item in given:
+            name, _, count = item.partition("=")
+            if name not in TARGETS:
+                raise SystemExit(f"unknown set {name!r}; sets: {', '.join(TARGETS)}")
+            goals[name] = int(count)
+    return goals
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--target", type=float, default=0.10, help="slowdown to aim for")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/perf_gate.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/perf_gate.jsonl")
+    parser.add_argument("--chunk", type=int, default=10, help="decisions to add in this run")
+    parser.add_argument("--goal", action="append", default=[], help="SET=N, e.g. aa=100")
+    parser.add_argument("--size-blocks", type=int, default=20)
+    parser.add_argument("--summary", action="store_true", help="print the tables only")
+    # the gate's defaults unless given (a smoke run may shrink them; each row records them)
+    parser.add_argument("--min-pairs", type=int)
+    parser.add_argument("--max-pairs", type=int)
+    parser.add_argument("--pairs-per-round", type=int)
+    parser.add_argument("--budget-s", type=float)
+    parser.add_argument("--n-predict", type=int)
+    parser.add_argument(
+        "--install-root", type=Path, default=ROOT, help="where ensure installs the engine"
+    )
     args = parser.parse_args()
+    goals = parse_goals(args.goal)
+    if args.summary:
+        print(summarize(read_records(args.out)))
+        return
+    from llamapin.config import Config
+    from llamapin.engine.ensure import ensure
+    from llamapin.fetch import Cache, client
+    from llamapin.model import ensure_model
+    from llamapin.pin import read_lock
+
     cfg = Config()
     pin = read_lock(ROOT / "llamapin.lock")
-    res = ensure(cfg, ROOT, pin, say=lambda _: None)
+    res = ensure(cfg, args.install_root, pin, say=lambda _: None)
     with client() as http:
         model = ensure_model(
             cfg.model, Cache(Path(cfg.cache_dir)), cfg.engine.index_url, http, ROOT
         )
-    gate_cfg = GateConfig(perf=PerfConfig())
-    report: dict[str, object] = {
-        "machine": {"cores": os.cpu_count()},
-        "runs": args.runs,
-        "target": args.target,
-        "pin": pin.build,
-    }
-    print("warm functional gate wall time ...", file=sys.stderr)
-    report["warm_gate_s"] = warm_gate_wall(3)
-    logs = ROOT / ".llamapin/logs/bench"
-    with (
-        Server(ServerSpec(res.binary, model, logs / "cand.log")) as cand,
-        Server(ServerSpec(res.binary, model, logs / "base.log")) as base,
-    ):
-        assert cand.proc is not None
-        throttle = Throttle(cand.proc.pid, 2.0)
-        try:
-            # A quota of q CPUs lets a process that keeps both cores busy run q/2 of each
-            # period, so 2 * (1 - target) CPUs aims at the target slowdown; the actual
-            # size is then measured, not assumed.
-            throttle.quota = round(2 * (1 - args.target), 3)
-            size = slowdown_size(cand, throttle, gate_cfg, 20)
-            report["quota_cpus"] = throttle.quota
-            report["slowdown_measured"] = size
-            print(
-                f"quota {throttle.quota}: measured slowdown {size['slowdown']:.1%}", file=sys.stderr
-            )
-            calib = [timed_request(base, gate_cfg)["gen_tps"] for _ in range(5)]
-            floor = 0.9 * statistics.median(calib)
-            report["floor_tps"] = floor
-            for label, active in (("aa", False), ("slow", True)):
-                rows = []
-                for i in range(args.runs):
-                    if active:
-                        throttle.activate()
-                    perf = measure(cand, base, gate_cfg, label, say=lambda _: None)
-                    throttle.deactivate()
-                    gen = next(d for d in perf.decisions if d.metric == "generation")
-                    rows.append(
-                        {
-                            "outcome": perf.status,
-                            "pairs": perf.pairs,
-                            "wall_s": perf.wall_s,
-                            "gen_ratio": gen.ratio,
-                            **field_rules(perf.samples, floor),
-                        }
-                    )
-                    print(
-                        f"{label} {i + 1}/{args.runs}: {perf.status} after {perf.pairs} pairs "
-                        f"({perf.wall_s:.0f} s, gen ratio {gen.ratio:.3f})",
-                        file=sys.stderr,
-                    )
-                report[label] = rows
-        finally:
-            throttle.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(summarize(report))
-
-
-def summarize(report: dict[str, object]) -> str:
-    lines = [
-        "| set | runs | ours: fail | ours: pass | ours: inconclusive | median pairs | "
-        "median wall s | floor rule: fail | median-ratio rule: fail |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label in ("aa", "slow"):
-        rows = report[label]
-        assert isinstance(rows, list)
-        count = {k: sum(r["outcome"] == k for r in rows) for k in ("fail", "pass", "inconclusive")}
-        floor = sum(r["floor"] == "fail" for r in rows)
-        ratio = sum(r["median_ratio"] == "fail" for r in rows)
-        pairs = statistics.median(r["pairs"] for r in rows)
-        wall = statistics.median(r["wall_s"] for r in rows)
-        lines.append(
-            f"| {label} | {len(rows)} | {count['fail']} | {count['pass']} | "
-            f"{count['inconclusive']} | {pairs:.0f} | {wall:.0f} | {floor} | {ratio} |"
+    perf = {
+        k: v
+        for k, v in (
+            ("min_pairs", args.min_pairs),
+            ("max_pairs", args.max_pairs),
+            ("pairs_per_round", args.pairs_per_round),
+            ("budget_s", args.budget_s),
+            ("n_predict", args.n_predict),
         )
-    return "\n".join(lines)
+        if v is not None
+    }
+    # a generous request timeout: a loaded machine slows the engines, it must not end a run
+    gate_cfg = GateConfig(request_timeout_s=600.0, perf=PerfConfig.model_validate(perf))
+    throttle = Throttle()
+    logs = args.install_root / ".llamapin/logs/bench"
+    records = read_records(args.out)
+    try:
+        for _ in range(args.chunk):
+            done: dict[str, int] = {}
+            for r in records:
+                if r["kind"] == "decision":
+                    done[r["set"]] = done.get(r["set"], 0) + 1
+            label = next_set(done, goals)
+            if label is None:
+                print("every set has reached its goal", file=sys.stderr)
+                break
+            target = TARGETS[label]
+            if target and not any(r["kind"] == "size" and r["target"] == target for r in records):
+                size = slowdown_size(
+                    Engines(res.binary, model, logs, throttle), throttle, target, args.size_blocks
+                )
+                size["pin"] = pin.build
+                append(args.out, size)
+                records.append(size)
+                print(
+                    f"{label}: quota {size['quota_cpus']} CPUs: measured {size['slowdown']:.1%}",
+                    file=sys.stderr,
+                )
+            throttle.set(quota_for(target) if target else None)
+            try:
+                row = decision(Engines(res.binary, model, logs, throttle), gate_cfg, label)
+            except EngineError as exc:  # recorded, counted apart, never a pass or a fail
+                row = {"kind": "error", "set": label, "error": exc.line(), "when": time.time()}
+                print(f"{label}: {exc.line()}", file=sys.stderr)
+            finally:
+                throttle.set(None)
+            row["perf_config"] = gate_cfg.perf.model_dump()
+            row.update(pin=pin.build, cores=os.cpu_count())
+            append(args.out, row)
+            records.append(row)
+            if row["kind"] == "error":
+                continue
+            print(
+                f"{label} {done.get(label, 0) + 1}/{goals[label]}: {row['outcome']} after "
+                f"{row['pairs']} pairs in {row['rounds']} process pairs "
+                f"({row['total_s']:.0f} s, gen ratio {row['gen_ratio']:.3f})",
+                file=sys.stderr,
+            )
+    finally:
+        throttle.set(None)
+    print(summarize(records))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from llamapin.errors import ConfigError
+from llamapin.errors import DOCS_URL, ConfigError
+from llamapin.gate.perf import SprtParams
 from llamapin.paths import read_text
 from llamapin.pin import Locator, locator_pattern
 from llamapin.procenv import check_env_names
@@ -30,6 +38,11 @@ class _Model(BaseModel):
 Count = Annotated[int, Field(gt=0)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]  # strictly between 0 and 1
+# A macOS version: 13, 13.3, 10.15.7
+MacosVersion = Annotated[str, Field(pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){0,2}$")]
+WindowsVariant = Annotated[
+    str, Field(pattern=r"^(cpu|vulkan|sycl|hip-radeon|cuda-[0-9]{1,3}\.[0-9]{1,3})$")
+]
 
 
 class EngineConfig(_Model):
@@ -55,6 +68,9 @@ class EngineConfig(_Model):
     # commit (every report then says the provenance was not checked); a contradiction is
     # refused either way
     require_provenance: bool = True
+    # Windows release archives (llama-<tag>-bin-win-<variant>-x64.zip): cpu, vulkan, sycl,
+    # hip-radeon or cuda-<version> (e.g. cuda-12.4, which also pins the CUDA runtime zip)
+    windows_variant: WindowsVariant = "cpu"
 
     def resolved_platform(self) -> str:
         """The platform the engine is installed for: ``platform``, or this machine's."""
@@ -101,6 +117,14 @@ class BundleConfig(_Model):
     rpath: str | None = None  # None: what the layout needs (flat: @loader_path)
     frameworks_file: str | None = None
     frameworks_path: str = "bundle.macOS.frameworks"
+    # The oldest macOS the app supports (e.g. "13.3"); None: bundle.macOS.minimumSystemVersion
+    # in frameworks_file, if it has one. A bundled Mach-O file that needs a newer one fails.
+    min_macos: MacosVersion | None = None
+    # true: verify fails unless every PE (Windows) file carries an Authenticode signature
+    # that covers its bytes (for an app that signs its bundle after ensure)
+    require_authenticode: bool = False
+    # A directory holding LLVM's llvm-install-name-tool (off macOS); None: search PATH.
+    llvm_dir: str | None = None
     max_files: Count = 10_000
     max_bytes: Count = 8 * 1024**3
 
@@ -134,20 +158,54 @@ class ModelConfig(_Model):
 
 class PerfConfig(_Model):
     mode: Literal["auto", "off", "aa"] = "auto"
+    # Indifference zone [fail_margin, tolerance]: fail only when the data exclude a
+    # slowdown under fail_margin (error <= alpha), pass only when they exclude one of
+    # tolerance or more (error <= beta); see gate/perf.py.
     tolerance: Fraction = 0.10
+    fail_margin: Fraction = 0.03
     alpha: Fraction = 0.01
     beta: Fraction = 0.05
-    min_pairs: Count = 6
+    min_pairs: Count = 8
     max_pairs: Count = 40
-    budget_s: Positive = 120.0
+    # Each round is a fresh candidate and baseline process with this many pairs.
+    pairs_per_round: Count = 4
+    # Floor for the SD of the process effect on a pair's log-ratio.
+    process_sd: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
+    budget_s: Positive = 300.0
     n_predict: Count = 32
     sigma_floor: Positive = 0.03
+    # Peak resident memory: fail above this growth over the baseline, warn above warn_.
+    max_rss_growth: Positive = 0.15
+    warn_rss_growth: Positive | None = None
 
     @model_validator(mode="after")
     def _pairs(self) -> PerfConfig:
         if self.min_pairs > self.max_pairs:
             raise ValueError(f"min_pairs ({self.min_pairs}) exceeds max_pairs ({self.max_pairs})")
+        if self.fail_margin > self.tolerance:
+            raise ValueError(
+                f"fail_margin ({self.fail_margin}) exceeds tolerance ({self.tolerance})"
+            )
+        if self.warn_rss_growth is not None and self.warn_rss_growth > self.max_rss_growth:
+            raise ValueError(
+                f"warn_rss_growth ({self.warn_rss_growth}) exceeds "
+                f"max_rss_growth ({self.max_rss_growth})"
+            )
         return self
+
+    def params(self) -> SprtParams:
+        """The decision rule's parameters."""
+        return SprtParams(
+            tolerance=self.tolerance,
+            fail_margin=self.fail_margin,
+            alpha=self.alpha,
+            beta=self.beta,
+            min_pairs=self.min_pairs,
+            max_pairs=self.max_pairs,
+            pairs_per_round=self.pairs_per_round,
+            process_sd=self.process_sd,
+            sigma_floor=self.sigma_floor,
+        )
 
 
 class GateConfig(_Model):
@@ -164,7 +222,20 @@ class GateConfig(_Model):
     max_divergence_kl: Positive = 0.1
     min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.5
     inconclusive_exit: Annotated[int, Field(ge=0, le=255)] = 1
+    # The oldest CPU the app supports: an x86-64 level (x86-64, x86-64-v2 .. v4) or a qemu
+    # CPU model (Haswell, Skylake-Client, ...). The gate then runs a smoke prompt on each
+    # engine under user-mode emulation of it (qemu-x86_64), allowing this long per step.
+    min_cpu: str | None = None
+    min_cpu_timeout_s: Positive = 300.0
     perf: PerfConfig = Field(default_factory=PerfConfig)
+
+    @field_validator("min_cpu")
+    @classmethod
+    def _min_cpu(cls, value: str | None) -> str | None:
+        """Only names from a fixed list (the value goes onto qemu's command line)."""
+        from llamapin.gate.floors import cpu_floor
+
+        return None if value is None else cpu_floor(value).declared
 
     @model_validator(mode="after")
     def _divergence(self) -> GateConfig:
@@ -298,6 +369,6 @@ def load_config(root: Path, explicit: Path | None = None) -> Config:
         raise ConfigError(
             f"invalid config in {origin}",
             f"{where}: {first['msg']}",
-            "Fix that key (see docs/adopting.md for every option)",
+            f"Fix that key (see {DOCS_URL} for every option)",
             detail=str(exc),
         ) from None

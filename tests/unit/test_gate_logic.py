@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import signal
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -99,41 +98,23 @@ def test_compare_identical_divergent_and_shorter() -> None:
 
 
 def test_sprt_decisions() -> None:
+    # the rule's error rates, by simulation: tests/unit/test_perfstat_rule.py
     p = pf.SprtParams()
-    assert pf.decide("g", [0.0] * 3, p).outcome == "continue"
-    assert pf.decide("g", [0.01, -0.01] * 4, p).outcome == "pass"
-    assert pf.decide("g", [-0.2, -0.22] * 4, p).outcome == "fail"
-    noisy = [0.3, -0.4, 0.35, -0.45, 0.3, -0.4]
+    assert pf.decide("g", [[0.0] * 3], p).outcome == "continue"
+    assert pf.decide("g", [[0.01, -0.01] * 2] * 2, p).outcome == "pass"
+    assert pf.decide("g", [[-0.2, -0.22] * 2] * 2, p).outcome == "fail"
+    noisy = [[0.3, -0.4, 0.35, -0.45], [0.3, -0.4, 0.3, -0.4]]
     assert pf.decide("g", noisy, p).outcome == "continue"
     assert pf.decide("g", noisy, p, final=True).outcome == "inconclusive"
-    assert pf.decide("g", noisy * 7, p).outcome == "inconclusive"  # past max_pairs
-    one = pf.decide("g", [0.0], p)
-    assert one.ci_high == math.inf and "1 pairs" in one.describe()
-    assert pf.decide("g", [0.0] * 40, p).ci_low > 0.9
-
-
-def test_sprt_error_rates_by_simulation() -> None:
-    """The SPRT's own false-alarm and power figures, on paired noise like ours (sd 0.08)."""
-    rng = random.Random(7)
-    p = pf.SprtParams()
-
-    def run(mu: float) -> str:
-        xs: list[float] = []
-        while True:
-            xs.append(rng.gauss(mu, 0.08))
-            d = pf.decide("g", xs, p)
-            if d.outcome != "continue":
-                return d.outcome
-
-    aa = [run(0.0) for _ in range(300)]
-    slow = [run(math.log(0.9)) for _ in range(300)]
-    assert aa.count("fail") / 300 < 0.03
-    assert slow.count("fail") / 300 > 0.9
+    assert pf.decide("g", noisy * 5, p).outcome == "inconclusive"  # past max_pairs
+    one = pf.decide("g", [[0.0]], p)
+    assert "1 pairs in 1 process pairs" in one.describe()
+    assert pf.decide("g", [[0.0] * 4] * 10, p).ci_low > 0.9
 
 
 def test_combine_and_field_rules() -> None:
     def d(outcome: pf.Outcome) -> pf.MetricDecision:
-        return pf.MetricDecision("m", outcome, 6, 1.0, 0.9, 1.1, 0.0, 0.05)
+        return pf.MetricDecision("m", outcome, 6, 1.0, 0.9, 1.1)
 
     assert pf.combine([d("pass"), d("fail")]) == "fail"
     assert pf.combine([d("pass"), d("pass")]) == "pass"

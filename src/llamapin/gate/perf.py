@@ -1,22 +1,42 @@
-"""Is the candidate slower than the baseline? A sequential probability ratio test
-on paired log-ratios, decided as soon as the evidence is strong enough.
+"""Is the candidate slower than the baseline? A grouped sequential test on paired
+log-ratios, with the engine process as a random effect.
 
-Each pair is one request to each server, interleaved with alternating order;
-``x = log(candidate throughput / baseline throughput)``. Two hypotheses:
+The test runs in *rounds*. Each round is a fresh candidate process and a fresh
+baseline process (started anew, so memory layout, core placement and warm-up
+state differ from round to round) and ``pairs_per_round`` pairs of timed
+requests, interleaved in alternating order; ``x = log(candidate / baseline)``.
+A pair in round ``r`` is ``x = d + b_r + e``: ``d`` the true log-ratio, ``b_r``
+the difference the two processes of that round make for as long as they live
+(the random effect), ``e`` the per-request noise.
 
-* H0: no slowdown, E[x] = 0;
-* H1: a slowdown of ``tolerance``, E[x] = log(1 - tolerance).
+The estimate of ``d`` is the mean of the round means, and its variance counts
+both components: the larger of (a) the spread of the round means themselves
+(``R - 1`` degrees of freedom) and (b) the model ``(process_sd^2 + s_w^2 / k) / R``
+with ``s_w`` the pooled within-round standard deviation (floored at
+``sigma_floor``) and ``process_sd`` a floor for the process effect, for the
+rounds too few to measure it (degrees of freedom of ``s_w``). Bounds use
+Student's t quantile, computed exactly (``mpmath``'s regularized incomplete beta).
 
-Wald's SPRT with a plug-in standard deviation (the sample's, floored) adds
-``(mu1 - mu0) / s^2 * (x - (mu0 + mu1) / 2)`` per pair and stops at
-``log((1 - beta) / alpha)`` (fail: H1) or ``log(beta / (1 - alpha))`` (pass: H0).
-``alpha`` bounds false alarms on an unchanged build, ``beta`` missed slowdowns
-of the full tolerance. No decision before ``min_pairs``; none by ``max_pairs``
-(or the time budget) is "inconclusive", never a pass.
+Three answers, with an indifference zone ``[fail_margin, tolerance]``:
+
+* **fail** (slower): the one-sided upper confidence bound on the ratio lies
+  below ``1 - fail_margin``: the data exclude a slowdown smaller than
+  ``fail_margin``. At most ``alpha`` whenever the true slowdown is smaller.
+* **pass** (same): the lower bound lies above ``1 - tolerance``: the data
+  exclude a slowdown of ``tolerance`` or more. At most ``beta`` whenever the
+  true slowdown is that large.
+* otherwise **continue** (unknown: one more round), and when the rounds or the
+  time budget run out, **inconclusive**, which is never a pass.
+
+The test looks after every round from ``min_pairs`` on; each look spends an
+equal share of ``alpha`` and ``beta`` (Bonferroni over the planned looks), so
+the error rates hold however early it stops, at every sample size, without a
+plug-in standard deviation treated as known.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -27,12 +47,41 @@ Outcome = Literal["pass", "fail", "inconclusive", "continue"]
 
 @dataclass(frozen=True)
 class SprtParams:
+    """The decision rule's parameters (the name is kept for the config's sake)."""
+
     tolerance: float = 0.10
+    fail_margin: float = 0.03
     alpha: float = 0.01
     beta: float = 0.05
-    min_pairs: int = 6
+    min_pairs: int = 8
     max_pairs: int = 40
+    pairs_per_round: int = 4
+    process_sd: float = 0.02
     sigma_floor: float = 0.03
+
+    @property
+    def round_size(self) -> int:
+        """Pairs per process pair, never more than max_pairs."""
+        return min(self.pairs_per_round, self.max_pairs)
+
+    @property
+    def min_rounds(self) -> int:
+        return max(1, math.ceil(self.min_pairs / self.round_size))
+
+    @property
+    def max_rounds(self) -> int:
+        return max(self.min_rounds, self.max_pairs // self.round_size)
+
+    @property
+    def looks(self) -> int:
+        """How many times the rule may decide: once per round from min_rounds on."""
+        return self.max_rounds - self.min_rounds + 1
+
+    def zone(self) -> str:
+        return (
+            f"fail only if a slowdown under {self.fail_margin:.0%} is excluded, "
+            f"pass only if one of {self.tolerance:.0%} or more is excluded"
+        )
 
 
 @dataclass(frozen=True)
@@ -43,13 +92,14 @@ class MetricDecision:
     ratio: float
     ci_low: float
     ci_high: float
-    llr: float
-    sd: float
+    rounds: int = 1
+    se: float = 0.0
 
     def describe(self) -> str:
         return (
             f"{self.metric}: candidate/baseline {self.ratio:.3f} "
-            f"(95% CI {self.ci_low:.3f}-{self.ci_high:.3f}, {self.pairs} pairs)"
+            f"(bounds {self.ci_low:.3f}-{self.ci_high:.3f}, "
+            f"{self.pairs} pairs in {self.rounds} process pairs)"
         )
 
 
@@ -57,55 +107,127 @@ def log_ratios(cand: list[float], base: list[float]) -> list[float]:
     return [math.log(c / b) for c, b in zip(cand, base, strict=True) if c > 0 and b > 0]
 
 
-def _t95(df: int) -> float:
-    table = {
-        1: 12.71,
-        2: 4.30,
-        3: 3.18,
-        4: 2.78,
-        5: 2.57,
-        6: 2.45,
-        7: 2.36,
-        8: 2.31,
-        9: 2.26,
-        10: 2.23,
-        12: 2.18,
-        15: 2.13,
-        20: 2.09,
-        30: 2.04,
-    }
-    keys = [k for k in sorted(table) if k <= df]
-    return table[keys[-1]] if keys else table[1]
+T_DF_MAX = 10_000.0
+"""Above this many degrees of freedom the quantile of T_DF_MAX is used: it is larger
+than the exact one (t quantiles fall as df grows) by less than 1e-4, so a bound
+is never narrower than the exact one. The rule itself never needs more than
+``max_pairs`` degrees of freedom."""
 
 
-def decide(metric: str, xs: list[float], p: SprtParams, *, final: bool = False) -> MetricDecision:
-    """The SPRT state after ``xs``; ``final`` turns 'continue' into 'inconclusive'."""
-    n = len(xs)
-    mean = statistics.fmean(xs) if xs else 0.0
-    sd = statistics.stdev(xs) if n > 1 else 0.0
-    s = max(sd, p.sigma_floor)
-    mu0, mu1 = 0.0, math.log(1.0 - p.tolerance)
-    llr = (mu1 - mu0) / s**2 * sum(x - (mu0 + mu1) / 2 for x in xs)
-    upper = math.log((1 - p.beta) / p.alpha)
-    lower = math.log(p.beta / (1 - p.alpha))
+@functools.lru_cache(maxsize=4096)
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile ``t`` with ``P(T <= t) = p`` for ``p`` in (0.5, 1), exactly:
+    ``P(|T| <= t) = I_y(1/2, df/2)`` with ``y = t^2 / (df + t^2)``, solved for ``y``."""
+    if not 0.5 < p < 1 or not df > 0:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df > 0, got p={p}, df={df}")
+    import mpmath  # only when a perf test runs: keeps the CLI's start fast
+
+    df = min(df, T_DF_MAX)
+    half = mpmath.mpf(df) / 2
+    target = 2 * mpmath.mpf(p) - 1
+
+    def central(y: mpmath.mpf) -> mpmath.mpf:
+        return mpmath.betainc(0.5, half, 0, y, regularized=True) - target
+
+    y = mpmath.findroot(central, (mpmath.mpf(0), mpmath.mpf(1)), solver="illinois")
+    return float(mpmath.sqrt(df * y / (1 - y)))
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    import mpmath
+
+    def cdf(x: mpmath.mpf) -> mpmath.mpf:
+        return mpmath.betainc(a, b, 0, x, regularized=True) - q
+
+    return float(mpmath.findroot(cdf, (mpmath.mpf(0), mpmath.mpf(1)), solver="illinois"))
+
+
+def clopper_pearson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval for a binomial rate k/n."""
+    tail = (1 - conf) / 2
+    low = 0.0 if k == 0 else _beta_quantile(tail, k, n - k + 1)
+    high = 1.0 if k == n else _beta_quantile(1 - tail, k + 1, n - k)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    se: float
+    df: float
+    rounds: int
+    pairs: int
+
+
+def estimate(groups: list[list[float]], p: SprtParams) -> Estimate:
+    """Mean log-ratio over rounds and its standard error with the process effect in it."""
+    # plain float sums: this runs once per round, and thousands of times in the simulations
+    groups = [g for g in groups if g]
+    if not groups:  # no usable pair (an engine reported no throughput): no information
+        return Estimate(0.0, math.inf, 1.0, 0, 0)
+    means = [math.fsum(g) / len(g) for g in groups]
+    rounds = len(means)
+    pairs = sum(len(g) for g in groups)
+    mean = math.fsum(means) / rounds
+    within_df = pairs - rounds
+    within_ss = math.fsum((x - m) ** 2 for g, m in zip(groups, means, strict=True) for x in g)
+    s_w = math.sqrt(within_ss / within_df) if within_df else 0.0
+    s_w = max(s_w, p.sigma_floor)
+    model = math.fsum(p.process_sd**2 + s_w**2 / len(g) for g in groups) / rounds**2
+    # With no within-round replication the floor's own df stand in (one per pair).
+    se, df = math.sqrt(model), float(max(within_df, 1))
+    if rounds > 1:
+        empirical = math.fsum((m - mean) ** 2 for m in means) / (rounds - 1) / rounds
+        if empirical > model:
+            se, df = math.sqrt(empirical), float(rounds - 1)
+    return Estimate(mean, se, df, rounds, pairs)
+
+
+def decide(
+    metric: str, groups: list[list[float]], p: SprtParams, *, final: bool = False
+) -> MetricDecision:
+    """The decision after these rounds (lists of log-ratios, one list per process
+    pair); ``final`` turns 'continue' into 'inconclusive'."""
+    est = estimate(groups, p)
+    fail_level = 1 - p.alpha / p.looks
+    pass_level = 1 - p.beta / p.looks
+    upper = est.mean + t_quantile(fail_level, est.df) * est.se
+    lower = est.mean - t_quantile(pass_level, est.df) * est.se
     outcome: Outcome = "continue"
-    if n >= p.min_pairs:
-        if llr >= upper:
+    if est.rounds >= p.min_rounds and est.pairs >= p.min_pairs:
+        if upper < math.log(1 - p.fail_margin):
             outcome = "fail"
-        elif llr <= lower:
+        elif lower > math.log(1 - p.tolerance):
             outcome = "pass"
-    if outcome == "continue" and (final or n >= p.max_pairs):
+    if outcome == "continue" and (final or est.rounds >= p.max_rounds):
         outcome = "inconclusive"
-    half = _t95(n - 1) * s / math.sqrt(n) if n > 1 else math.inf
     return MetricDecision(
         metric,
         outcome,
-        n,
-        math.exp(mean),
-        math.exp(mean - half),
-        math.exp(mean + half) if half != math.inf else math.inf,
-        llr,
-        sd,
+        est.pairs,
+        math.exp(est.mean),
+        math.exp(lower),
+        math.exp(upper),
+        est.rounds,
+        est.se,
+    )
+
+
+def explain(d: MetricDecision, p: SprtParams) -> str:
+    """What a metric's answer means, in the rule's own terms."""
+    if d.outcome == "fail":
+        return (
+            f"{d.metric} is slower: the data exclude a slowdown smaller than "
+            f"{p.fail_margin:.0%} (upper bound {d.ci_high:.3f} < {1 - p.fail_margin:.2f})"
+        )
+    if d.outcome == "pass":
+        return (
+            f"{d.metric} is the same within the tolerance: the data exclude a slowdown of "
+            f"{p.tolerance:.0%} or more (lower bound {d.ci_low:.3f} > {1 - p.tolerance:.2f})"
+        )
+    return (
+        f"{d.metric} is unknown: the bounds {d.ci_low:.3f}-{d.ci_high:.3f} exclude neither "
+        f"a slowdown under {p.fail_margin:.0%} nor one of {p.tolerance:.0%}"
     )
 
 
@@ -119,6 +241,52 @@ def combine(decisions: list[MetricDecision]) -> Outcome:
     if "continue" in outcomes:
         return "continue"
     return "inconclusive"
+
+
+def paired_summary(cand: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Geometric mean ratio of paired positive values and its 95% t interval
+    (one value per process pair, e.g. load times); (ratio, nan, nan) with one pair."""
+    xs = log_ratios(cand, base)
+    if not xs:
+        return math.nan, math.nan, math.nan
+    mean = statistics.fmean(xs)
+    if len(xs) < 2:
+        return math.exp(mean), math.nan, math.nan
+    half = t_quantile(0.975, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
+def load_time_summary(cand: list[float], base: list[float]) -> str:
+    """Model load time, candidate vs baseline, one pair per process pair: reported only."""
+    ratio, low, high = paired_summary(cand, base)
+    if math.isnan(ratio):
+        return "model load time not measured"
+    ci = "" if math.isnan(low) else f"95% CI {low:.2f}-{high:.2f}, "
+    return (
+        f"model load time candidate/baseline {ratio:.2f} "
+        f"({ci}{len(cand)} process pairs; reported, not gated)"
+    )
+
+
+def memory_check(
+    cand: list[int], base: list[int], fail_above: float, warn_above: float | None
+) -> tuple[Literal["pass", "fail", "warn", "skip"], str]:
+    """Peak resident memory, nearly deterministic: the largest candidate peak against
+    the largest baseline peak, failing above ``fail_above`` (a fraction), warning
+    above ``warn_above``."""
+    if not cand or not base or min(cand + base) <= 0:
+        return "skip", "peak resident memory not measured on this platform"
+    c, b = max(cand), max(base)
+    growth = c / b - 1
+    said = (
+        f"peak resident memory {c / 2**20:.0f} MiB vs baseline {b / 2**20:.0f} MiB "
+        f"({growth:+.1%}; fails above +{fail_above:.0%}"
+    )
+    if growth > fail_above:
+        return "fail", said + ")"
+    if warn_above is not None and growth > warn_above:
+        return "warn", said + f", warns above +{warn_above:.0%})"
+    return "pass", said + ")"
 
 
 def floor_rule(cand: list[float], floor: float) -> Outcome:

@@ -1,0 +1,170 @@
+"""The perf test through the real gate, on real engine-shaped processes: fresh
+process pairs per round, a candidate that is slower, one whose memory grew,
+and what the verdict and the reports then say. No timing is asserted: the fake
+engines report fixed throughputs."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from llamapin.config import GateConfig, PerfConfig
+from llamapin.gate.run import GateInputs, run_gate
+from llamapin.gate.suite import load_suite
+from llamapin.pin import Pin
+from llamapin.report import junit, markdown
+
+ENGINE = textwrap.dedent(
+    """\
+    #!{python}
+    # An engine-shaped HTTP server with fixed throughput and an optional memory ballast.
+    import http.server, json, os, sys
+    GEN_TPS = {gen!r}
+    BALLAST = bytearray({ballast!r})  # resident: every page is written
+    for i in range(0, len(BALLAST), 4096):
+        BALLAST[i] = 1
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    with open({starts!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def reply(self, data):
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.path == "/health":
+                self.reply({{"status": "ok"}})
+            else:
+                self.reply({{"build_info": "b10068-571d0d540"}})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            probs = [{{"id": 7, "token": " Berlin", "logprob": -0.1,
+                      "top_logprobs": [{{"id": 7, "token": " Berlin", "logprob": -0.1}}]}}]
+            self.reply({{"content": " Berlin", "completion_probabilities": probs,
+                        "timings": {{"predicted_per_second": GEN_TPS,
+                                    "prompt_per_second": 1000.0}}}})
+
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+    """
+)
+
+PIN = Pin(build="b10068", commit="571d0d540" + "0" * 31)
+
+
+def engine(tmp_path: Path, name: str, gen: float = 100.0, ballast: int = 0) -> Path:
+    path = tmp_path / name
+    starts = tmp_path / f"{name}.starts"
+    path.write_text(
+        ENGINE.format(python=sys.executable, gen=gen, ballast=ballast, starts=str(starts))
+    )
+    path.chmod(0o755)
+    return path
+
+
+def starts(tmp_path: Path, name: str) -> list[str]:
+    return (tmp_path / f"{name}.starts").read_text().split()
+
+
+def inputs(tmp_path: Path, cand: Path, base: Path, **perf: Any) -> GateInputs:
+    suite = tmp_path / "suite.toml"
+    suite.write_text('[[prompt]]\nname = "capital"\ntext = "Germany:"\ncontains = "Berlin"\n')
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    return GateInputs(
+        candidate=cand,
+        model=model,
+        suite=load_suite(suite),
+        cfg=GateConfig(health_timeout_s=60.0, perf=PerfConfig(budget_s=600.0, **perf)),
+        pin=PIN,
+        logs=tmp_path / "logs",
+        baseline=base,
+    )
+
+
+def test_each_round_is_a_fresh_process_pair_and_same_speed_passes(tmp_path: Path) -> None:
+    cand, base = engine(tmp_path, "cand"), engine(tmp_path, "base")
+    v = run_gate(inputs(tmp_path, cand, base), say=lambda _: None)
+    assert v.perf.status == "pass", v.perf.reason
+    assert (v.perf.rounds, v.perf.pairs) == (2, 8)  # min_pairs 8 in rounds of 4
+    # the suite's engines for round 1, a fresh pair for round 2: two processes a side
+    assert len(set(starts(tmp_path, "cand"))) == len(set(starts(tmp_path, "base"))) == 2
+    assert v.perf.samples["round"] == [0.0] * 4 + [1.0] * 4
+    assert len(v.perf.samples["cand_load_s"]) == 2 and len(v.perf.samples["base_rss"]) == 2
+    assert (tmp_path / "logs" / "candidate-round1.log").is_file()
+    assert v.perf.reason.startswith(
+        "same: no slowdown of 10% or more in any metric (indifference zone 3%-10%)"
+    )
+    assert v.perf.memory_status == "pass" and "fails above +15%" in v.perf.memory_reason
+    assert v.perf.load_time.startswith("model load time candidate/baseline ")
+    assert "2 process pairs; reported, not gated" in v.perf.load_time
+    assert v.outcome == "pass" and not v.warnings
+    text = markdown(v)
+    assert "**Memory**: ✅ peak resident memory" in text and "**Load time**: model load" in text
+    assert 'name="peak memory"' in junit(v)
+    # a perf test that did not run says nothing about memory or load time
+    quiet = replace(v, perf=replace(v.perf, memory_reason="", load_time=""))
+    assert "**Memory**" not in markdown(quiet) and "**Load time**" not in markdown(quiet)
+    assert 'name="peak memory"' not in junit(quiet)
+
+
+def test_a_slower_candidate_fails_in_the_rules_words(tmp_path: Path) -> None:
+    cand, base = engine(tmp_path, "cand", gen=80.0), engine(tmp_path, "base")
+    v = run_gate(inputs(tmp_path, cand, base), say=lambda _: None)
+    assert v.perf.status == "fail" and v.outcome == "fail"
+    assert v.reasons == [f"performance: {v.perf.reason}"]
+    assert v.perf.reason.startswith(
+        "slower: generation is slower: the data exclude a slowdown smaller than 3% (upper bound "
+    )
+    assert "(indifference zone 3%-10%)" in v.perf.reason
+    assert "generation: candidate/baseline 0.800" in v.perf.reason
+
+
+def test_grown_memory_fails_on_its_own_tolerance(tmp_path: Path) -> None:
+    # 160 MiB of ballast on a ~20 MiB process: far above +15%, at the same speed
+    cand = engine(tmp_path, "cand", ballast=160 * 2**20)
+    base = engine(tmp_path, "base")
+    v = run_gate(inputs(tmp_path, cand, base, min_pairs=4), say=lambda _: None)
+    assert v.perf.status == "pass" and v.perf.memory_status == "fail"
+    assert v.outcome == "fail"
+    assert v.reasons == [f"memory: {v.perf.memory_reason}"]
+    assert "fails above +15%)" in v.perf.memory_reason
+    assert "**Memory**: ❌" in markdown(v) and "<failure" in junit(v)
+
+
+def test_grown_memory_in_the_warn_band_warns(tmp_path: Path) -> None:
+    cand = engine(tmp_path, "cand", ballast=160 * 2**20)
+    base = engine(tmp_path, "base")
+    v = run_gate(
+        inputs(tmp_path, cand, base, min_pairs=4, max_rss_growth=50.0, warn_rss_growth=0.05),
+        say=lambda _: None,
+    )
+    assert v.perf.memory_status == "warn" and v.outcome == "pass"
+    assert v.warnings == [f"memory: {v.perf.memory_reason}"]
+    assert v.perf.memory_reason.endswith("warns above +5%)")
+    assert "**Memory**: ⚠️" in markdown(v)
+
+
+def test_undecided_is_unknown_and_names_what_is_missing(tmp_path: Path) -> None:
+    # 6% slower: inside the indifference zone; with the floors it cannot be decided in
+    # one round of 2 pairs, and the rounds run out
+    cand, base = engine(tmp_path, "cand", gen=94.0), engine(tmp_path, "base")
+    v = run_gate(
+        inputs(tmp_path, cand, base, min_pairs=2, max_pairs=2, pairs_per_round=2),
+        say=lambda _: None,
+    )
+    assert v.perf.status == "inconclusive" and v.outcome == "inconclusive"
+    assert v.perf.reason.startswith("unknown after 2 pairs in 1 process pairs / ")
+    assert "(more pairs needed; not a pass): generation is unknown: the bounds " in v.perf.reason
+    assert "1 process pairs; reported, not gated" in v.perf.load_time
