@@ -68,7 +68,9 @@ class Pin:
             raise ConfigError(
                 f"pin {self.build} has no asset {key!r}",
                 f"the lock file lists assets for: {have}",
-                f"Add [pin.assets.{key}] with name and sha256 to llamapin.lock",
+                f"Run 'llamapin lock {self.build}' to resolve every asset this config "
+                f"needs from upstream (or add [pin.assets.{key}] with name and sha256 "
+                "to llamapin.lock by hand)",
             ) from None
 
     def get(self, spec: str) -> str:
@@ -229,7 +231,9 @@ def _span_regex(text: str, loc: Locator) -> tuple[int, int]:
         raise LocatorError(
             f"locator {loc.describe()} matched {len(matches)} times",
             "a locator must match exactly once so the rewrite is unambiguous",
-            "Make the pattern more specific (anchor it on the constant's name)",
+            "Make the pattern more specific (anchor it on the constant's name)"
+            if matches
+            else "Check that the file still holds the value, and fix the pattern to match it",
         )
     return matches[0].span("value" if "value" in pattern.groupindex else 1)
 

@@ -470,6 +470,12 @@ class FakeGitHub:
             return self._etagged(item, inm)
         if method == "GET" and rest == "/releases":
             return self._page(repo.releases, query, f"{by_id}/releases", inm)
+        m = re.match(r"^/releases/tags/([^/]+)$", rest)
+        if method == "GET" and m:  # published releases only, as GitHub answers
+            found = [r for r in repo.releases if r["tag_name"] == m.group(1) and not r["draft"]]
+            if not found:
+                return self._error(404, "Not Found")
+            return self._etagged(found[0], inm)
         m = re.match(r"^/git/ref/tags/(.+)$", rest)
         if method == "GET" and m:
             obj = repo.tags.get(m.group(1))

