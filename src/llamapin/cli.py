@@ -4,35 +4,60 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from llamapin import __version__
 from llamapin.config import Config, load_config
-from llamapin.errors import ConfigError, LlamapinError
+from llamapin.errors import DOCS_URL, ConfigError, LlamapinError
 from llamapin.pin import Pin, pin_from_dict, read_lock
 from llamapin.procenv import forget_secrets, register_secrets, take_secret
 
-HELP = """llamapin keeps a bundled llama.cpp llama-server pinned, current and proven.
-
-\b
-  ensure   turn the pin into an installed, verified, pruned, relinked bundle
-  gate     start the engine with a real model and prove it works (and is not slower)
-  verify   re-check an installed bundle against its manifest
-  locators check (or --write) the pin values kept in other project files
-  drift    compare the bundle's libraries with a declared list (tauri.conf.json)
-  init     write the gate and bump workflows into the project
-  archs    list the model architectures a build supports
-  check-model  does the pinned engine support a GGUF model's architecture?
-  check    is there an upstream build worth adopting? (decision and reasons)
-  bump     open (or update) a pull request that adopts it, with the gate result
+HELP = f"""llamapin keeps a bundled llama.cpp llama-server pinned, current and proven.
 
 Configuration: llamapin.toml or [tool.llamapin] in pyproject.toml (all optional).
 The pin: llamapin.lock (llamapin's built-in default pin when there is none).
+Every command takes --json: one JSON document on stdout, an error too
+({{"error": {{"what", "why", "fix"}}}}). Exit codes: 0 pass, 1 fail, 2 usage or
+environment error. Documentation: {DOCS_URL}
+
+\b
+Examples:
+  llamapin ensure
+  llamapin gate --report-markdown reports/gate.md
 """
+F = TypeVar("F", bound=Callable[..., Any])
+JSON_HELP = 'Print one JSON document on stdout (on failure: {"error": {what, why, fix}}).'
+
+
+class Output:
+    """How this run reports: text, or one JSON document on stdout (set by --json)."""
+
+    json = False
+
+
+def _note_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        Output.json = True
+    return value
+
+
+def _note_gate_json(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    _note_json(ctx, param, value == "-")  # bare --json; --json FILE is the old report option
+    return value
+
+
+def json_option(help_text: str = JSON_HELP) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, callback=_note_json, help=help_text)
+
+
+def examples(text: str, *lines: str) -> str:
+    """A command's help ending with its examples (kept as typed by ``\\b``)."""
+    return text + "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class State:
@@ -68,6 +93,14 @@ def emit(data: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
+def fail(data: dict[str, Any], as_json: bool, what: str, why: str, fix: str) -> NoReturn:
+    """A check that failed (exit 1): the result with its error as JSON, or one line."""
+    if as_json:
+        emit({**data, "error": {"what": what, "why": why, "fix": fix}}, True, "")
+    click.echo(f"error: {what}: {why}. {fix}", err=True)
+    sys.exit(1)
+
+
 @click.group(help=HELP)
 @click.version_option(__version__, prog_name="llamapin")
 @click.option(
@@ -88,9 +121,16 @@ def cli(ctx: click.Context, root: Path, config: Path | None) -> None:
     ctx.obj = State(root.resolve(), config)
 
 
-@cli.command(help="Install the pinned engine: fetch, verify, unpack, prune, relink, sign.")
+@cli.command(
+    short_help="Install the pinned engine as a verified, pruned, relinked bundle.",
+    help=examples(
+        "Install the pinned engine: fetch, verify, unpack, prune, relink, sign.",
+        "llamapin ensure",
+        "llamapin ensure --force --json",
+    ),
+)
 @click.option("--force", is_flag=True, help="Reinstall even when the bundle is current.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option()
 @click.pass_obj
 def ensure(state: State, force: bool, as_json: bool) -> None:
     from llamapin.engine.ensure import ensure as run_ensure
@@ -119,7 +159,14 @@ def _binary(path: Path) -> Path:
     return path
 
 
-@cli.command(help="Start the engine with a real model and decide pass / fail / inconclusive.")
+@cli.command(
+    short_help="Start the engine with a real model and prove it works (and is not slower).",
+    help=examples(
+        "Start the engine with a real model and decide pass / fail / inconclusive.",
+        "llamapin gate --report-markdown reports/gate.md --report-junit reports/gate.xml",
+        "llamapin gate --baseline-lock base.lock --json > verdict.json",
+    ),
+)
 @click.option(
     "--engine",
     type=click.Path(path_type=Path),
@@ -151,9 +198,40 @@ def _binary(path: Path) -> Path:
     default=None,
     help="Suite TOML (default: gate.suite, else the built-in suite).",
 )
-@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--report-markdown",
+    "--markdown",
+    "md_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the Markdown report to FILE (--markdown is the old spelling).",
+)
+@click.option(
+    "--report-json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the JSON report to FILE.",
+)
+@click.option(
+    "--report-junit",
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the JUnit XML report to FILE (--junit is the old spelling).",
+)
+@click.option(
+    "--json",
+    "json_arg",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="",
+    callback=_note_gate_json,
+    help="Print the verdict as one JSON document on stdout instead of Markdown. "
+    "Deprecated: --json FILE still writes the report file; use --report-json FILE.",
+)
 @click.pass_obj
 def gate(
     state: State,
@@ -165,6 +243,7 @@ def gate(
     md_path: Path | None,
     json_path: Path | None,
     junit_path: Path | None,
+    json_arg: str | None,
 ) -> None:
     import os
 
@@ -174,6 +253,19 @@ def gate(
     from llamapin.gate.suite import load_suite
     from llamapin.gate.verdict import Check
 
+    as_json = json_arg == "-"
+    if json_arg is not None and not as_json:  # the old spelling of --report-json FILE
+        if json_path is not None:
+            raise ConfigError(
+                "both --json FILE and --report-json FILE given",
+                "they name the same report",
+                "Use --report-json FILE alone",
+            )
+        json_path = Path(json_arg)
+        say(
+            "warning: 'gate --json FILE' is deprecated and will print the verdict on stdout "
+            "in a later version; use '--report-json FILE' (it still wrote the file this time)"
+        )
     cfg = state.config
     pin, origin = state.pin()
     say(f"pin {pin.build} ({pin.commit[:12]}) from {origin}")
@@ -219,7 +311,7 @@ def gate(
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(md + "\n")
-    click.echo(md)
+    click.echo(report.to_json(verdict).rstrip("\n") if as_json else md)
     for warning in verdict.warnings:
         click.echo(f"gate: warning: {warning}", err=True)
     if verdict.outcome == "fail":
@@ -231,49 +323,126 @@ def gate(
     click.echo("gate: PASS", err=True)
 
 
-@cli.command(help="Re-check an installed bundle against its manifest and signatures.")
+@cli.command(
+    short_help="Re-check an installed bundle against its manifest and signatures.",
+    help=examples(
+        "Re-check an installed bundle (BUNDLE, default: bundle.dir) against its manifest "
+        "and signatures. A bundle that differs from its manifest, a bad signature or a "
+        "macOS floor above the app's is a fail (exit 1); no bundle at all exits 2.",
+        "llamapin verify",
+        "llamapin verify path/to/bundle --json",
+    ),
+)
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
+@json_option()
 @click.pass_obj
-def verify(state: State, bundle: Path | None) -> None:
-    from llamapin.engine.bundle import verify_bundle
+def verify(state: State, bundle: Path | None, as_json: bool) -> None:
+    from llamapin.engine import macos, pe
+    from llamapin.engine.bundle import read_manifest, verify_bundle
+    from llamapin.errors import BundleError, SignatureError
 
     target = bundle or state.root / state.config.bundle.dir
-    manifest = verify_bundle(target)
-    click.echo(
+    try:
+        manifest = verify_bundle(target)
+        if state.config.bundle.require_authenticode:
+            pe.require_signed(target)
+        authenticode = pe.signature_note(pe.signature_report(target))
+        minimums = macos.bundle_minimums(target)
+        declared = macos.declared_minimum(state.root, state.config.bundle) if minimums else None
+        macos.check_floor(minimums, declared)
+    except (BundleError, SignatureError) as exc:
+        if read_manifest(target) is not None:  # an installed bundle failed its check
+            exc.exit_code = 1
+        raise
+    floor = (
+        macos.highest([v for a in minimums.values() for v in a.values() if v]) if minimums else None
+    )
+    lines = [
         f"ok: {len(manifest.files)} files in {target} match the manifest "
         f"(pin {manifest.pin['build']})"
-    )
+    ]
+    if minimums:
+        said = f", the app declares {declared[0]} ({declared[1]})" if declared else ""
+        lines.append(f"macOS: the bundle's files need macOS {floor or 'unknown'}{said}")
+    data = {
+        "bundle": str(target),
+        "files": len(manifest.files),
+        "pin": manifest.pin.get("build"),
+        "macos": {"floor": floor, "declared": declared[0] if declared else None}
+        if minimums
+        else None,
+        "authenticode": authenticode,
+    }
+    emit(data, as_json, "\n".join(lines + authenticode))
 
 
-@cli.command(help="Check that pin values kept in other files match llamapin.lock.")
+@cli.command(
+    short_help="Check (or --write) the pin values kept in other project files.",
+    help=examples(
+        "Check that pin values kept in other files (a TS constant, a JSON field, a TOML "
+        "key) match llamapin.lock.",
+        "llamapin locators",
+        "llamapin locators --write",
+    ),
+)
 @click.option("--write", is_flag=True, help="Rewrite them to the lock's values.")
+@json_option()
 @click.pass_obj
-def locators(state: State, write: bool) -> None:
+def locators(state: State, write: bool, as_json: bool) -> None:
     from llamapin.pin import check_locators, write_locators
 
     pin, _ = state.pin()
     locs = state.config.locator_list()
+    if not locs:
+        emit(
+            {"pin": pin.build, "locators": 0, "drift": []},
+            as_json,
+            "no locators configured: nothing to check. To keep a pin value in another file "
+            "in step, add a [[locators]] table (file, field, and one of regex, json, toml) "
+            f"to the config; see {DOCS_URL}",
+        )
+        return
     if write:
         changed = write_locators(state.root, locs, pin)
-        click.echo(f"rewrote {len(changed)} file(s): {', '.join(changed) or 'none needed'}")
+        emit(
+            {"pin": pin.build, "rewrote": changed},
+            as_json,
+            f"rewrote {len(changed)} file(s): {', '.join(changed) or 'none needed'}",
+        )
         return
     drift = check_locators(state.root, locs, pin)
-    for line in drift:
-        click.echo(line)
+    data = {"pin": pin.build, "locators": len(locs), "drift": drift}
     if drift:
-        click.echo(
-            "error: pin values drifted from llamapin.lock: the files above disagree. "
+        if not as_json:
+            click.echo("\n".join(drift))
+        fail(
+            data,
+            as_json,
+            "pin values drifted from llamapin.lock",
+            "the files above disagree",
             "Run 'llamapin locators --write'",
-            err=True,
         )
-        sys.exit(1)
-    click.echo(f"ok: {len(locs)} locator(s) match {pin.build}")
+    emit(data, as_json, f"ok: {len(locs)} locator(s) match {pin.build}")
 
 
-@cli.command(help="Compare the bundle's libraries with a declared list (e.g. tauri.conf.json).")
+@cli.command(
+    short_help="Compare the bundle's libraries with a declared list (tauri.conf.json).",
+    help=examples(
+        "Compare the bundle's libraries with a declared list (bundle.frameworks_file, e.g. "
+        "tauri.conf.json). A difference is a fail (exit 1).",
+        "llamapin drift",
+        "llamapin drift --json",
+    ),
+)
+@json_option()
 @click.pass_obj
-def drift(state: State) -> None:
-    from llamapin.engine.bundle import declared_libraries, verify_bundle
+def drift(state: State, as_json: bool) -> None:
+    from llamapin.engine.bundle import (
+        LIBRARY_LABELS,
+        declared_libraries,
+        split_declared,
+        verify_bundle,
+    )
     from llamapin.engine.bundle import drift as closure_drift
 
     cfg = state.config
@@ -285,44 +454,118 @@ def drift(state: State) -> None:
         )
     manifest = verify_bundle(state.root / cfg.bundle.dir)
     node = declared_libraries(state.root, cfg.bundle.frameworks_file, cfg.bundle.frameworks_path)
-    needed, extra = closure_drift(list(manifest.closure["libs"]), node)
-    for name in needed:
-        click.echo(f"needed but not listed: {name}")
-    for name in extra:
-        click.echo(f"listed but not needed: {name}")
-    if needed or extra:
-        click.echo(
-            f"error: the bundle's closure and {cfg.bundle.frameworks_path} differ: "
-            f"{len(needed)} missing, {len(extra)} extra. Update the list to match",
-            err=True,
+    fmt = str(manifest.closure.get("format", "elf"))
+    node, other = split_declared(node, fmt)
+    if other and not node:
+        raise ConfigError(
+            f"{cfg.bundle.frameworks_path} lists no {LIBRARY_LABELS.get(fmt, fmt)} libraries",
+            f"the bundle is a {fmt} build, and the list names {len(other)} file(s) of another "
+            f"platform (first: {other[0]})",
+            "Point bundle.frameworks_file and bundle.frameworks_path at this platform's list",
         )
-        sys.exit(1)
-    click.echo(f"ok: {len(node)} listed libraries match the closure")
+    needed, extra = closure_drift(list(manifest.closure["libs"]), node, fmt)
+    lines = [f"not compared: {len(other)} listed file(s) of other platforms"] if other else []
+    lines += [f"needed but not listed: {name}" for name in needed]
+    lines += [f"listed but not needed: {name}" for name in extra]
+    data = {"listed": len(node), "needed": needed, "extra": extra, "other_platforms": len(other)}
+    if needed or extra:
+        if not as_json:
+            click.echo("\n".join(lines))
+        fail(
+            data,
+            as_json,
+            f"the bundle's closure and {cfg.bundle.frameworks_path} differ",
+            f"{len(needed)} missing, {len(extra)} extra",
+            "Update the list to match",
+        )
+    emit(data, as_json, "\n".join([*lines, f"ok: {len(node)} listed libraries match the closure"]))
 
 
-@cli.command(help="Write the gate and bump workflows into this project (.github/workflows).")
+@cli.command(
+    short_help="Write the gate and bump workflows into the project.",
+    help="Write the gate and bump workflows into this project (.github/workflows).\n\n"
+    "The workflows install llamapin with --install, or with this project's action "
+    "(--action); with neither, llamapin==<this version> when the package index "
+    "(engine.index_url) has it.\n\n"
+    "Examples:\n\n"
+    "  llamapin init --install git+https://github.com/OWNER/llamapin@<commit>\n\n"
+    "  llamapin init --action OWNER/llamapin@<commit>",
+)
 @click.option("--force", is_flag=True, help="Replace workflow files that were edited.")
 @click.option(
     "--install",
-    default=f"llamapin=={__version__}",
-    show_default=True,
-    help="pip requirement the workflow installs llamapin with.",
+    default=None,
+    help="pip requirement the workflows install llamapin with: name==version, an https "
+    "wheel URL, a git+https URL at a full commit, or a path in the repository.",
 )
-@click.option("--default-branch", default="main", show_default=True)
+@click.option(
+    "--action",
+    default=None,
+    metavar="OWNER/REPO@SHA",
+    help="Install llamapin with this project's composite action, pinned to a commit.",
+)
+@click.option(
+    "--default-branch",
+    default="main",
+    show_default=True,
+    help="The branch pushes to which are gated and bump PRs target.",
+)
+@json_option()
 @click.pass_obj
-def init(state: State, force: bool, install: str, default_branch: str) -> None:
-    from llamapin.workflows import BUMP_PATH, GATE_PATH, apply, plan, render
+def init(
+    state: State,
+    force: bool,
+    install: str | None,
+    action: str | None,
+    default_branch: str,
+    as_json: bool,
+) -> None:
+    from llamapin.workflows import (
+        BUMP_PATH,
+        GATE_PATH,
+        apply,
+        check_action,
+        check_branch,
+        plan,
+        render,
+    )
 
-    platform = state.config.engine.resolved_platform()
+    cfg = state.config
+    check_branch(default_branch)  # the values given are checked before the index is asked
+    if action is not None:
+        check_action(action)
+    elif install is None:
+        install = _indexed_install(cfg.engine.index_url)
+    platform = cfg.engine.resolved_platform()
+    repo = cfg.forge.repo
     planned = plan(
         state.root,
         {
-            GATE_PATH: render("gate", platform, install, default_branch),
-            BUMP_PATH: render("bump", platform, install, default_branch),
+            GATE_PATH: render(
+                "gate", platform, install, default_branch, action, repo, cfg.cache_dir
+            ),
+            BUMP_PATH: render(
+                "bump", platform, install, default_branch, action, repo, cfg.cache_dir
+            ),
         },
     )
-    for line in apply(state.root, planned, force):
-        click.echo(line)
+    lines = apply(state.root, planned, force)
+    files = [dict(zip(("status", "path"), line.split(": ", 1), strict=True)) for line in lines]
+    emit({"files": files}, as_json, "\n".join(lines))
+
+
+def _indexed_install(index_url: str) -> str:
+    """``llamapin==<version>`` if the package index serves it (else a one-line refusal)."""
+    from llamapin.errors import NotOnIndexError
+    from llamapin.fetch import client, index_files
+    from llamapin.workflows import default_install
+
+    with client() as http:
+        try:
+            names: list[str] | None = [f.filename for f in index_files(index_url, "llamapin", http)]
+        except NotOnIndexError:
+            names = None
+    return default_install(names, index_url)
 
 
 def _source_index(state: State, http: Any) -> Any:
@@ -338,9 +581,16 @@ def _source_index(state: State, http: Any) -> Any:
     )
 
 
-@cli.command(help="List the model architectures a build supports (from its llama.cpp source).")
+@cli.command(
+    short_help="List the model architectures a build supports.",
+    help=examples(
+        "List the model architectures a build supports (from its llama.cpp source).",
+        "llamapin archs",
+        "llamapin archs --at b10088 --json",
+    ),
+)
 @click.option("--at", "build", default=None, help="Build id (default: the pinned build).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @click.pass_obj
 def archs(state: State, build: str | None, as_json: bool) -> None:
     from llamapin.fetch import client
@@ -357,41 +607,65 @@ def archs(state: State, build: str | None, as_json: bool) -> None:
     )
 
 
-@cli.command("check-model", help="Does the pinned engine support this GGUF model's architecture?")
+@cli.command(
+    "check-model",
+    short_help="Does the pinned engine support a GGUF model's architecture?",
+    help=examples(
+        "Does the pinned engine support MODEL's (a GGUF file) architecture? If not, name "
+        "the first build that does. Unsupported is a fail (exit 1).",
+        "llamapin check-model models/model.gguf",
+        "llamapin check-model models/model.gguf --json",
+    ),
+)
 @click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option()
 @click.pass_obj
-def check_model(state: State, model: Path) -> None:
+def check_model(state: State, model: Path, as_json: bool) -> None:
     from llamapin.fetch import client
     from llamapin.model import gguf_architecture
     from llamapin.upstream.archs import first_supporting
 
     pin, _ = state.pin()
     arch = gguf_architecture(model)
+    data: dict[str, Any] = {
+        "model": model.name,
+        "architecture": arch,
+        "pin": pin.build,
+        "supported": True,
+        "first_supporting": None,
+    }
     with client() as http:
         index = _source_index(state, http)
         if arch in index.archs(pin.number):
-            click.echo(
-                f"ok: {model.name} is a '{arch}' model; the pinned build {pin.build} supports it"
+            emit(
+                data,
+                as_json,
+                f"ok: {model.name} is a '{arch}' model; the pinned build {pin.build} supports it",
             )
             return
         newer = [n for n in index.numbers() if n > pin.number]
         first = first_supporting(newer, lambda n: arch in index.archs(n))
+    data["supported"] = False
+    what = f"{model.name} needs architecture '{arch}'"
     if first is None:
         newest = f"b{newer[-1]}" if newer else pin.build
-        click.echo(
-            f"error: {model.name} needs architecture '{arch}': no llama.cpp build on the "
-            f"package index knows it yet (newest checked: {newest}). Use the app's "
-            "Ollama / OpenAI-compatible provider for this model until upstream supports it",
-            err=True,
+        fail(
+            data,
+            as_json,
+            what,
+            f"no llama.cpp build on the package index knows it yet (newest checked: {newest})",
+            "Serve this model with another runtime until upstream supports it, or run "
+            "'llamapin check-model' again after a newer build is published",
         )
-    else:
-        click.echo(
-            f"error: {model.name} needs architecture '{arch}': the pinned build "
-            f"{pin.build} predates it; b{first} is the first build on the package index "
-            f"that supports it. Bump the pin to b{first} or newer",
-            err=True,
-        )
-    sys.exit(1)
+    data["first_supporting"] = f"b{first}"
+    fail(
+        data,
+        as_json,
+        what,
+        f"the pinned build {pin.build} predates it; b{first} is the first build on the "
+        "package index that supports it",
+        f"Bump the pin to b{first} or newer ('llamapin bump --to b{first}')",
+    )
 
 
 def _upstream(state: State, http: Any, pin: Pin) -> Any:
@@ -430,8 +704,16 @@ def _now(value: str | None) -> Any:
 NOW_HELP = "Decide as if it were this time (ISO 8601; default: now). For replaying a decision."
 
 
-@cli.command(help="Is there an upstream build worth adopting? Prints the decision and why.")
-@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@cli.command(
+    short_help="Is there an upstream build worth adopting? (decision and reasons)",
+    help=examples(
+        "Is there an upstream build worth adopting? Prints the decision and why (exit 0 "
+        "either way).",
+        "llamapin check",
+        "llamapin check --json --now 2026-11-26T12:00:00Z",
+    ),
+)
+@json_option('Print the decision as JSON (on failure: {"error": {what, why, fix}}).')
 @click.option("--now", "now_text", default=None, help=NOW_HELP)
 @click.pass_obj
 def check(state: State, as_json: bool, now_text: str | None) -> None:
@@ -449,7 +731,57 @@ def check(state: State, as_json: bool, now_text: str | None) -> None:
     emit(decision_dict(decision, pin, cooldown), as_json, decision_text(decision, pin, cooldown))
 
 
-@cli.command(help="Open or update a pull request that bumps the pin (never merges it).")
+@cli.command(
+    short_help="Pin a build: its commit and every asset's name, size and sha256.",
+    help="Pin BUILD (e.g. b10068): resolve its commit (checked against its tag) and every "
+    "asset the config installs from (name, size, sha256 from GitHub's release digests or "
+    "the package index), and write llamapin.lock.\n\n"
+    "\b\nExamples:\n  llamapin lock b10068\n  llamapin lock b10068 --write "
+    "--platform macos-arm64",
+)
+@click.argument("build")
+@click.option("--write", is_flag=True, help="Also rewrite the locators to the new pin.")
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Also pin the assets of this platform (e.g. macos-arm64); repeatable. "
+    "Default: engine.platform only.",
+)
+@json_option('Print what was written as JSON (on failure: {"error": {what, why, fix}}).')
+@click.pass_obj
+def lock(state: State, build: str, write: bool, platforms: tuple[str, ...], as_json: bool) -> None:
+    from llamapin.fetch import client
+    from llamapin.paths import inside_root
+    from llamapin.upstream.lock import locked_dict, locked_text, run_lock
+
+    cfg = state.config
+    current, _ = state.pin()
+    had_lock = inside_root(state.root, cfg.lock, "lock").exists()
+    with client() as http:
+        up = _upstream(state, http, current)
+        try:
+            locked = run_lock(
+                up,
+                state.root,
+                build,
+                platforms=list(platforms),
+                current=current if had_lock else None,
+                write=write,
+            )
+        finally:
+            up.gh.etags.save()
+    emit(locked_dict(locked), as_json, locked_text(locked, bool(cfg.locators)))
+
+
+@cli.command(
+    short_help="Open (or update) a pull request that adopts a newer build, with the gate.",
+    help=examples(
+        "Open or update a pull request that bumps the pin (never merges it).",
+        "llamapin bump --dry-run",
+        "llamapin bump --prepare out/ && llamapin bump --publish out/",
+    ),
+)
 @click.option("--now", "now_text", default=None, help=NOW_HELP)
 @click.option(
     "--status",
@@ -458,7 +790,7 @@ def check(state: State, as_json: bool, now_text: str | None) -> None:
     help="Also post the gate result as a commit status on the PR head (for default tokens "
     "whose pushes trigger no workflow).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option()
 @click.option(
     "--prepare",
     "prepare_dir",
@@ -475,6 +807,21 @@ def check(state: State, as_json: bool, now_text: str | None) -> None:
     help="Privileged half: verify what --prepare wrote, push it and open or update the PR. "
     "Runs no upstream code.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Do everything up to the first write to the forge (check, commit in a throwaway "
+    "worktree, ensure, gate) and print the commit, branch and PR body it would publish; "
+    "push, open and comment nothing.",
+)
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="BUILD",
+    help="Propose this build (e.g. b10088) instead of the newest eligible one; a build "
+    "that is not newer than the pin or lacks an asset is refused with the reason.",
+)
 @click.pass_obj
 def bump(
     state: State,
@@ -483,6 +830,8 @@ def bump(
     as_json: bool,
     prepare_dir: Path | None,
     publish_dir: Path | None,
+    dry_run: bool,
+    to: str | None,
 ) -> None:
     import dataclasses
 
@@ -495,6 +844,18 @@ def bump(
             "--prepare takes neither --publish nor --status",
             "the prepare half holds no token, so it pushes and posts nothing",
             "Run 'llamapin bump --prepare DIR', then 'llamapin bump --publish DIR [--status]'",
+        )
+    if dry_run and (prepare_dir is not None or publish_dir is not None or post_status):
+        raise ConfigError(
+            "--dry-run takes neither --prepare, --publish nor --status",
+            "a dry run publishes nothing, and --prepare already pushes nothing",
+            "Run 'llamapin bump --dry-run' alone (with --to or --now if needed)",
+        )
+    if to is not None and publish_dir is not None:
+        raise ConfigError(
+            "--publish takes no --to",
+            "publish proposes the build the prepare job chose",
+            "Pass --to to 'llamapin bump --prepare DIR'",
         )
     cfg = state.config
     pin, _ = state.pin()
@@ -509,7 +870,7 @@ def bump(
         with client() as http:
             up = _upstream(state, http, pin)
             try:
-                result = prepare_bump(up, state.root, now, gate, say, prepare_dir)
+                result = prepare_bump(up, state.root, now, gate, say, prepare_dir, to=to)
             finally:
                 up.gh.etags.save()
         emit(dataclasses.asdict(result), as_json, result.message)
@@ -522,27 +883,45 @@ def bump(
         with client() as http, forge.gh.http:
             up = _upstream(state, http, pin)
             try:
-                result = run_bump(up, forge, now, gate, say, post_status=post_status)
+                result = run_bump(
+                    up, forge, now, gate, say, post_status=post_status, dry_run=dry_run, to=to
+                )
             finally:
                 up.gh.etags.save()
-    emit(
-        dataclasses.asdict(result),
-        as_json,
-        result.message + (f"\n{result.url}" if result.url else ""),
-    )
+    text = result.message + (f"\n{result.url}" if result.url else "")
+    if result.preview is not None:
+        from llamapin.upstream.bump import preview_text
+
+        text = preview_text(result.message, result.preview)
+    emit(dataclasses.asdict(result), as_json, text)
+
+
+def json_error(what: str, why: str, fix: str, detail: str = "") -> None:
+    """With --json, the error as the run's one JSON document on stdout."""
+    if Output.json:
+        error = {"what": what, "why": why, "fix": fix}
+        emit({"error": {**error, "detail": detail} if detail else error}, True, "")
+
+
+def _asked_json(args: list[str]) -> bool:
+    """Whether the command line asks for --json (for errors found while parsing it)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 def main() -> None:
     from llamapin.lifetime import Terminated, guarded
 
     forget_secrets()
+    Output.json = False
     try:
         with guarded():
             cli.main(standalone_mode=False)
     except Terminated as exc:  # SIGTERM, SIGHUP, SIGINT: every engine was stopped on the way
+        json_error(exc.line().removeprefix("error: "), str(exc), "Run the command again")
         click.echo(exc.line(), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:  # click turns Ctrl-C into Abort
+        json_error("interrupted by the user", "engines were stopped", "Run the command again")
         click.echo("error: interrupted by the user; engines were stopped", err=True)
         sys.exit(130)
     except click.ClickException as exc:  # a bad flag or argument: one line, like every error
@@ -550,12 +929,19 @@ def main() -> None:
             exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "llamapin"
         )
         message = " ".join(exc.format_message().split()).rstrip(".")
+        Output.json = Output.json or _asked_json(sys.argv[1:])
+        json_error(message, "the command line is not valid", f"See '{command} --help'")
         click.echo(f"error: {message}. See '{command} --help'", err=True)
         sys.exit(2)
     except LlamapinError as exc:
+        json_error(exc.what, exc.why, exc.fix, exc.detail)
         click.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a last resort: one line, never a traceback
+        line = unexpected_line(exc).removeprefix("error: ")
+        what, _, rest = line.partition(": ")
+        why, _, fix = rest.rpartition(". ")
+        json_error(what, why, fix)
         click.echo(unexpected_line(exc), err=True)
         sys.exit(2)
 

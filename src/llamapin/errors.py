@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from llamapin.inert import terminal
 
+PROJECT_URL = "https://github.com/llamapin/llamapin"
+DOCS_URL = f"{PROJECT_URL}/blob/main/docs/adopting.md"
+"""Where messages send the reader: the installed wheel has no docs/ folder."""
+
 
 class LlamapinError(Exception):
     """Base of every error llamapin raises on purpose."""
@@ -49,6 +53,10 @@ class PackageIndexError(FetchError):
     """A package index did not list what was asked for."""
 
 
+class NotOnIndexError(PackageIndexError):
+    """The package index has no such package at all (it answered 404)."""
+
+
 class IntegrityError(LlamapinError):
     """Bytes, a commit or a build do not match what the pin says."""
 
@@ -75,6 +83,10 @@ class SignatureError(LlamapinError):
 
 class BundleError(LlamapinError):
     """An installed bundle is missing, busy, or differs from its manifest."""
+
+
+class MacosFloorError(BundleError):
+    """A bundled Mach-O file needs a newer macOS than the app declares it supports."""
 
 
 class EngineError(LlamapinError):

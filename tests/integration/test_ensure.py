@@ -82,7 +82,7 @@ def test_wheel_ensure_prunes_and_is_idempotent(tmp_path: Path, run_cli: Any) -> 
     lib.write_bytes(lib.read_bytes() + b"tampered")
     bad = run_cli("--root", str(root), "verify")
     assert (
-        bad.code == 2 and "differs from its manifest" in bad.err and "changed: libggml" in bad.err
+        bad.code == 1 and "differs from its manifest" in bad.err and "changed: libggml" in bad.err
     )
     assert run_cli("--root", str(root), "ensure", "--force").code == 0
     assert run_cli("--root", str(root), "verify").code == 0
@@ -287,7 +287,7 @@ def test_default_pin_and_delegated_macho_bundle(
     empty = tmp_path / "nolock"
     empty.mkdir()
     res = run_cli("--root", str(empty), "locators")
-    assert res.code == 0 and "ok: 0 locator(s) match b10068" in res.out
+    assert res.code == 0 and "no locators configured" in res.out
     root = project(
         tmp_path / "mac",
         WHEEL_PIN,

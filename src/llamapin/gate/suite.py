@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llamapin.errors import ConfigError
+from llamapin.errors import DOCS_URL, ConfigError
 from llamapin.saferegex import compile_user
 
 Endpoint = Literal["completion", "chat"]
@@ -94,7 +94,7 @@ def check(assertion: Assertion, answer: str) -> str | None:
 
 
 def _bad(origin: str, why: str) -> ConfigError:
-    return ConfigError(f"invalid suite {origin}", why, "See docs/adopting.md for the suite format")
+    return ConfigError(f"invalid suite {origin}", why, f"See {DOCS_URL} for the suite format")
 
 
 PROMPT_KEYS = frozenset(("name", "text", "endpoint", "n_predict", "system", *KINDS))
