@@ -170,12 +170,18 @@ def kill_group(proc: subprocess.Popen[Any], tag: str) -> None:
 
 
 def run(
-    cmd: list[str], *, env: Mapping[str, str], timeout: float | None = None, **kw: Any
+    cmd: list[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float | None = None,
+    tick: Callable[[], None] | None = None,
+    **kw: Any,
 ) -> subprocess.CompletedProcess[Any]:
     """Like ``subprocess.run`` (never ``check``), but the child gets its own process group,
     a tag and the parent-death signal; a timeout, a signal or any error kills the whole
     group (not just the child, as ``subprocess.run`` does), and nothing it left behind
-    survives its end."""
+    survives its end. ``tick`` is called about every 0.2 s while the child runs (in this
+    thread: llamapin starts no threads, so the fork above stays safe)."""
     tag = new_tag()
     before = _descendants()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -188,11 +194,14 @@ def run(
     ) as proc:
         try:
             while True:
-                step = 1.0 if deadline is None else min(1.0, max(deadline - time.monotonic(), 0))
+                most = 1.0 if tick is None else 0.2
+                step = most if deadline is None else min(most, max(deadline - time.monotonic(), 0))
                 try:
                     out, err = proc.communicate(timeout=step)
                     break
                 except subprocess.TimeoutExpired:
+                    if tick is not None:
+                        tick()
                     if proc.poll() is not None:
                         # The command is done, but something it left behind holds its
                         # output open: that is a process outliving its command.

@@ -91,15 +91,113 @@ def check_branch(value: str) -> str:
     return value
 
 
-def render(name: str, platform: str, install: str, default_branch: str) -> str:
+ACTION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}@[0-9a-f]{40}\Z")
+REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}\Z")
+
+
+def check_action(value: str) -> str:
+    """``init --action``: this project's composite action, pinned to a full commit."""
+    if not ACTION_RE.match(value):
+        raise ConfigError(
+            f"bad --action value {value!r}",
+            "it is not <owner>/<repository>@<40-hex commit> (a tag or branch can be moved "
+            "under the workflow)",
+            "Pin the action to a full commit, e.g. --action my-org/llamapin@<commit sha>",
+        )
+    return value
+
+
+def check_repository(value: str) -> str:
+    """The repository the bump workflow may run in (never in a fork)."""
+    if not REPO_RE.match(value):
+        raise ConfigError(
+            f"bad repository name {value!r}",
+            "it is not <owner>/<repository>",
+            "Set forge.repo in the config to the repository's owner/name",
+        )
+    return value
+
+
+_CACHE_PATH = re.compile(r"^(?:~/)?[A-Za-z0-9._/-]{1,400}\Z")
+
+
+def cache_path(value: str) -> str:
+    """``cache_dir`` as the workflows' cache path: the user's home as ``~``, plain path
+    characters only (it is written into YAML)."""
+    home = str(Path.home())
+    if value == home or value.startswith(home + "/"):
+        value = "~" + value[len(home) :]
+    if not _CACHE_PATH.match(value) or ".." in value.split("/"):
+        raise ConfigError(
+            f"cache_dir {value[:80]!r} cannot be written into a workflow",
+            "it holds characters other than letters, digits, '.', '_', '-' and '/' (or '..')",
+            "Use a plain path for cache_dir, e.g. ~/.cache/llamapin",
+        )
+    return value
+
+
+def version_on_index(filenames: list[str], version: str) -> bool:
+    """Whether the index lists a wheel or sdist of llamapin ``version``."""
+    stem = f"llamapin-{version}"
+    return any(name.startswith(stem + "-") or name == stem + ".tar.gz" for name in filenames)
+
+
+def default_install(filenames: list[str] | None, index_url: str) -> str:
+    """``llamapin==<this version>`` when the index has it; otherwise a one-line refusal, so
+    that no workflow is written whose install step would fail on its first run."""
+    if filenames is not None and version_on_index(filenames, __version__):
+        return f"llamapin=={__version__}"
+    where = "has no llamapin at all" if filenames is None else f"has no llamapin {__version__}"
+    raise ConfigError(
+        f"cannot write an install step that works: the package index {index_url} {where}",
+        f"the workflows would fail at 'pip install llamapin=={__version__}'",
+        "Pass --install with a wheel URL, a git+https://...@<commit> URL or a path in the "
+        "repository, or --action <owner>/llamapin@<commit> (see the README's Adopting section)",
+    )
+
+
+def install_step(install: str | None, action: str | None) -> str:
+    """The body of the workflows' "Install llamapin" step (indented for the template): pip
+    with the checked spec, or this project's action (its own checkout unless ``install``)."""
+    if action is not None:
+        lines = [f"        uses: {check_action(action)}", "        with:"]
+        lines.append("          args: --version")
+        if install is not None:
+            lines.append(f"          install: {json.dumps(check_install(install))}")
+        return "\n".join(lines)
+    if install is None:
+        raise ValueError("install_step needs an install spec or an action")
+    return (
+        "        env:\n"
+        f"          LLAMAPIN_INSTALL: {json.dumps(check_install(install))}\n"
+        '        run: python -m pip install "${LLAMAPIN_INSTALL}"'
+    )
+
+
+def render(
+    name: str,
+    platform: str,
+    install: str | None,
+    default_branch: str,
+    action: str | None = None,
+    repository: str | None = None,
+    cache_dir: str = "~/.cache/llamapin",
+) -> str:
     """A workflow from its template. The install spec reaches the workflow only as a quoted
-    ``env:`` value, and both values are checked first."""
+    ``env:`` (or action input) value, and every value is checked first."""
     template = Template(files("llamapin").joinpath(f"templates/{name}.yml").read_text())
+    guard = (
+        f"github.repository == '{check_repository(repository)}'"
+        if repository is not None
+        else "github.event.repository.fork != true"
+    )
     return template.safe_substitute(
         VERSION=__version__,
         RUNNER=runner_for(platform),
-        INSTALL=json.dumps(check_install(install)),
+        INSTALL_STEP=install_step(install, action),
         DEFAULT_BRANCH=check_branch(default_branch),
+        REPO_GUARD=guard,
+        CACHE_PATH=cache_path(cache_dir),
     )
 
 

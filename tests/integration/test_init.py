@@ -62,7 +62,7 @@ def test_init_writes_clean_workflows(
 ) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "llamapin.toml").write_text(f'[engine]\nplatform = "{platform}"\n')
-    res = run_cli("--root", str(tmp_path), "init")
+    res = run_cli("--root", str(tmp_path), "init", "--install", "llamapin==1.2.3")
     assert res.code == 0
     assert res.out == (
         "wrote: .github/workflows/llamapin-gate.yml\nwrote: .github/workflows/llamapin-bump.yml\n"
@@ -106,15 +106,17 @@ def test_zizmor_catches_an_unsafe_workflow(tmp_path: Path) -> None:
 
 
 def test_init_refuses_to_overwrite_edits(tmp_path: Path, run_cli: Any, actionlint: Path) -> None:
-    assert run_cli("--root", str(tmp_path), "init").code == 0
-    assert run_cli("--root", str(tmp_path), "init").out.startswith("unchanged:")
+    assert run_cli("--root", str(tmp_path), "init", "--install", "llamapin==1.2.3").code == 0
+    assert run_cli("--root", str(tmp_path), "init", "--install", "llamapin==1.2.3").out.startswith(
+        "unchanged:"
+    )
     workflow = tmp_path / ".github/workflows/llamapin-gate.yml"
     workflow.write_text(workflow.read_text() + "# my edit\n")
-    res = run_cli("--root", str(tmp_path), "init")
+    res = run_cli("--root", str(tmp_path), "init", "--install", "llamapin==1.2.3")
     assert res.code == 2
     assert "refusing to overwrite .github/workflows/llamapin-gate.yml" in res.err
     assert workflow.read_text().endswith("# my edit\n")
-    res = run_cli("--root", str(tmp_path), "init", "--force")
+    res = run_cli("--root", str(tmp_path), "init", "--install", "llamapin==1.2.3", "--force")
     assert res.out.startswith("replaced:")
     assert "# my edit" not in workflow.read_text()
 

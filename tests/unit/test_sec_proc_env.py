@@ -418,13 +418,18 @@ def test_timed_out_command_takes_its_whole_group(tmp_path: Path) -> None:
     """subprocess.run kills only the child on a timeout; the grandchild kept running."""
     pidfile = tmp_path / "grandchild.pid"
     daemon = build(tmp_path, "daemon", DAEMON, OUT=c_string(pidfile), SCRUB=0, STAY=1)
-    cfg = Config.model_validate({"ensure": {"command": str(daemon), "output": "o", "timeout_s": 2}})
+    cfg = Config.model_validate(
+        {
+            "cache_dir": str(tmp_path / "cache"),
+            "ensure": {"command": str(daemon), "output": "o", "timeout_s": 2},
+        }
+    )
     (tmp_path / "o").mkdir()
     from llamapin.engine.ensure import _run_delegate
     from llamapin.pin import Pin
 
     with pytest.raises(BundleError, match="timed out"):
-        _run_delegate(cfg, tmp_path, Pin("b1", "0" * 40, {}))
+        _run_delegate(cfg, tmp_path, Pin("b1", "0" * 40, {}), lambda _: None)
     assert wait_gone(read_pid(pidfile))
 
 

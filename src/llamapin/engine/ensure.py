@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +24,13 @@ from llamapin import __version__, lifetime
 from llamapin.archive import Limits
 from llamapin.config import Config
 from llamapin.engine import bundle as bnd
+from llamapin.engine import macos, pe
 from llamapin.engine.binfmt import Format, sniff
 from llamapin.engine.closure import Closure, compute, find_binary, host_system_check
 from llamapin.engine.sources import Context, source_for
-from llamapin.errors import BundleError, EngineError, IntegrityError
+from llamapin.errors import BundleError, ClosureError, EngineError, IntegrityError
 from llamapin.fetch import Cache, client
+from llamapin.inert import terminal
 from llamapin.paths import bundle_relative, contained
 from llamapin.pin import Pin, pin_to_dict
 from llamapin.procenv import env_for
@@ -102,6 +107,8 @@ def provenance_problems(info: BuildInfo, pin: Pin) -> list[str]:
 
 def can_execute(fmt: Format, host: str | None = None) -> bool:
     host = host or platform.system()
+    if fmt == "pe":  # a Windows build runs only on Windows: never tried elsewhere
+        return host == "Windows"
     return (fmt == "elf") == (host == "Linux") and host in ("Linux", "Darwin")
 
 
@@ -165,8 +172,8 @@ def check_provenance(binary: Path, fmt: Format, pin: Pin, *, require: bool = Tru
         return Provenance(
             None,
             False,
-            f"{NOT_CHECKED} (--version not checked: a {fmt} binary does not run on "
-            f"{platform.system()})",
+            f"{NOT_CHECKED} (--version not checked: a {'Windows (PE)' if fmt == 'pe' else fmt} "
+            f"binary does not run on {platform.system()}, so it was not started)",
         )
     out = probe_version(binary)
     info = parse_version(out)
@@ -224,15 +231,52 @@ def stamp_key(cfg: Config, pin: Pin, plat: str) -> str:
 
 
 def closure_dict(closure: Closure) -> dict[str, object]:
-    return {
+    out: dict[str, object] = {
         "libs": sorted(closure.libs),
         "system": list(closure.system),
         "runtime": list(closure.runtime),
         "format": closure.format,
     }
+    if closure.format == "pe":  # which DLLs Windows provides, which the VC++ runtime must
+        out["provided"] = pe.split_provided(closure.system)
+    return out
 
 
-def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
+class _Echo:
+    """Lines a running command appends to its log, echoed as they come (untrusted text,
+    made inert for a terminal or a CI log)."""
+
+    def __init__(self, log: Path, say: Callable[[str], None]) -> None:
+        self.log, self.say, self.offset, self.partial = log, say, 0, b""
+
+    def __call__(self) -> None:
+        with self.log.open("rb") as handle:
+            handle.seek(self.offset)
+            block = handle.read()
+        self.offset += len(block)
+        *lines, self.partial = (self.partial + block).split(b"\n")
+        for line in lines:
+            self.say("  | " + terminal(line.decode("utf-8", "replace")))
+
+    def finish(self) -> None:
+        self()
+        if self.partial:
+            self.say("  | " + terminal(self.partial.decode("utf-8", "replace")))
+
+
+def delegate_log(cfg: Config) -> Path:
+    """A new log file for one run of the project's ensure command, in llamapin's cache."""
+    logs = Path(cfg.cache_dir).expanduser() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    fd, name = tempfile.mkstemp(prefix=f"ensure-command-{stamp}-", suffix=".log", dir=logs)
+    os.close(fd)
+    return Path(name)
+
+
+def _run_delegate(cfg: Config, root: Path, pin: Pin, say: Callable[[str], None]) -> None:
+    """Run ``ensure.command`` with its output streamed live and kept in a log file whose
+    path is printed first, within ``ensure.timeout_s``."""
     assert cfg.ensure.command is not None
     env = env_for(
         "delegate",
@@ -243,16 +287,21 @@ def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
             "LLAMAPIN_BUILD_NUMBER": str(pin.number),
         },
     )
+    log = delegate_log(cfg)
+    say(f"run the project's ensure command: {cfg.ensure.command} (log: {log})")
+    echo = _Echo(log, say)
     try:
-        proc = lifetime.run(
-            shlex.split(cfg.ensure.command),
-            cwd=root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=cfg.ensure.timeout_s,
-        )
+        with log.open("ab") as out:
+            proc = lifetime.run(
+                shlex.split(cfg.ensure.command),
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=cfg.ensure.timeout_s,
+                tick=echo,
+            )
     except FileNotFoundError as exc:
         raise BundleError(
             "the project's ensure command did not start",
@@ -260,17 +309,19 @@ def _run_delegate(cfg: Config, root: Path, pin: Pin) -> None:
             "Fix ensure.command in the config (it runs from the project root)",
         ) from None
     except subprocess.TimeoutExpired:
+        echo.finish()
         raise BundleError(
             "the project's ensure command timed out",
-            f"it ran past {cfg.ensure.timeout_s:.0f} s",
+            f"it ran past {cfg.ensure.timeout_s:.0f} s and was stopped; its output is in {log}",
             "Raise ensure.timeout_s or fix the script",
         ) from None
+    echo.finish()
     if proc.returncode != 0:
         raise BundleError(
             "the project's ensure command failed",
-            f"{cfg.ensure.command!r} exited {proc.returncode}",
+            f"{cfg.ensure.command!r} exited {proc.returncode}; its output is in {log}",
             "Fix the script; llamapin verifies its output only after it succeeds",
-            detail=(proc.stdout + proc.stderr)[-3000:],
+            detail=terminal(log.read_text(errors="replace")[-3000:]),
         )
 
 
@@ -291,11 +342,22 @@ def _delegated(
 def _delegated_locked(
     cfg: Config, root: Path, pin: Pin, key: str, out: Path, say: Callable[[str], None]
 ) -> EnsureResult:
-    say(f"run the project's ensure command: {cfg.ensure.command}")
-    _run_delegate(cfg, root, pin)
-    binary = contained(find_binary(out, cfg.engine.binary), out, "engine.binary")
+    _run_delegate(cfg, root, pin, say)
+    try:
+        found = find_binary(out, cfg.engine.binary)
+    except ClosureError:
+        plat = cfg.engine.resolved_platform()
+        raise BundleError(
+            f"the project's ensure command produced no {cfg.engine.binary} for {plat}",
+            f"it succeeded, but {out} holds nothing named {cfg.engine.binary} (or .exe)",
+            f"Make the command build for {plat}, or, if the app does not ship {plat}, do not "
+            "run ensure for it (set engine.platform to a platform the command builds)",
+        ) from None
+    binary = contained(found, out, "engine.binary")
     closure = compute(out, binary)
     signatures = bnd.verify_signatures(out)
+    minimums = macos.bundle_minimums(out)
+    macos.enforce_floor(root, cfg.bundle, minimums)
     fmt = sniff(binary) or "elf"
     prov = check_provenance(binary, fmt, pin, require=cfg.engine.require_provenance)
     (out / bnd.MANIFEST).unlink(missing_ok=True)
@@ -307,6 +369,7 @@ def _delegated_locked(
         files=bnd.file_table(out),
         closure=closure_dict(closure),
         provenance=prov.record(),
+        macos=minimums,
     )
     (out / bnd.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return EnsureResult(
@@ -317,7 +380,7 @@ def _delegated_locked(
         "command",
         signatures=signatures,
         build_info=prov.info,
-        notes=[prov.note],
+        notes=[prov.note, *pe.signature_note(pe.signature_report(out))],
     )
 
 
@@ -348,6 +411,7 @@ def ensure(
         current = bnd.read_manifest(target)
         if current is not None and current.key == key and not force:
             bnd.verify_bundle(target)
+            macos.enforce_floor(root, cfg.bundle, macos.bundle_minimums(target))
             binary = target / current.binary
             return EnsureResult(
                 target,
@@ -368,8 +432,10 @@ def ensure(
         stage = bnd.staging_dir(target)
         try:
             report = bnd.install_closure(tree.path, closure, stage, layout)
-            relinked = bnd.relink(stage, closure.format, layout)
+            relinked = bnd.relink(stage, closure.format, layout, llvm_dir=cfg.bundle.llvm_dir)
             signatures = bnd.verify_signatures(stage)
+            minimums = macos.bundle_minimums(stage)
+            macos.enforce_floor(root, cfg.bundle, minimums)
             staged_binary = stage / layout.bin_dir / Path(closure.binary).name
             prov = check_provenance(
                 staged_binary, closure.format, pin, require=cfg.engine.require_provenance
@@ -388,6 +454,7 @@ def ensure(
                 closure=closure_dict(closure),
                 dropped={"files": len(report.dropped), "bytes": report.dropped_bytes},
                 provenance=prov.record(),
+                macos=minimums,
             )
             bnd.swap_in(stage, target, manifest)
         except BaseException:
@@ -406,7 +473,7 @@ def ensure(
             relinked,
             signatures,
             prov.info,
-            [prov.note],
+            [prov.note, *pe.signature_note(pe.signature_report(target))],
         )
 
 
