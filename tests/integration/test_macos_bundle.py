@@ -203,14 +203,14 @@ def test_ensure_relinks_and_resigns_a_macos_release(
     victim = bundle / lib_dir / libs[0]
     flip(victim, 20000)
     res = run_cli("--root", str(root), "verify")
-    assert res.code == 2
+    assert res.code == 1
     assert f"changed: {os.path.join(lib_dir, libs[0])}" in res.err
     # ...and with the manifest rewritten to match (an attacker who edits both), the
     # signature check still names it, with the page that no longer matches.
     manifest["files"][os.path.join(lib_dir, libs[0])]["sha256"] = sha256_file(victim)
     (bundle / MANIFEST).write_text(json.dumps(manifest))
     res = run_cli("--root", str(root), "verify")
-    assert res.code == 2
+    assert res.code == 1
     first = error_lines(res.err)[0]
     assert "has a bad signature" in first and "page 4 (offset 16384)" in first
     assert f"{os.path.join(lib_dir, libs[0])}, arm64 slice: bad signature" in res.err
@@ -279,7 +279,7 @@ def test_ensure_refuses_a_file_that_needs_a_newer_macos(
     # verify re-checks the floor against the declaration as it is now.
     (intel / "llamapin.toml").write_text(toml.replace('"10.9"', '"10.6"'))
     res = run_cli("--root", str(intel), "verify")
-    assert res.code == 2 and "needs macOS 10.9" in error_lines(res.err)[0]
+    assert res.code == 1 and "needs macOS 10.9" in error_lines(res.err)[0]
     shutil.rmtree(intel / "engine")
 
 
