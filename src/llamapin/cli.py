@@ -538,14 +538,15 @@ def init(
         install = _indexed_install(cfg.engine.index_url)
     platform = cfg.engine.resolved_platform()
     repo = cfg.forge.repo
+    command = cfg.ensure.command  # a runtime it needs (bun, node) is set up before ensure
     planned = plan(
         state.root,
         {
             GATE_PATH: render(
-                "gate", platform, install, default_branch, action, repo, cfg.cache_dir
+                "gate", platform, install, default_branch, action, repo, cfg.cache_dir, command
             ),
             BUMP_PATH: render(
-                "bump", platform, install, default_branch, action, repo, cfg.cache_dir
+                "bump", platform, install, default_branch, action, repo, cfg.cache_dir, command
             ),
         },
     )
@@ -893,6 +894,8 @@ def bump(
         from llamapin.upstream.bump import preview_text
 
         text = preview_text(result.message, result.preview)
+    for warning in result.warnings:
+        click.echo(f"bump: warning: {warning}", err=True)
     emit(dataclasses.asdict(result), as_json, text)
 
 

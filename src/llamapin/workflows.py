@@ -174,6 +174,31 @@ def install_step(install: str | None, action: str | None) -> str:
     )
 
 
+SETUP_NODE = "actions/setup-node@49933ea5288caeca8642d1e84afbd3f7d6820020 # v4.4.0"
+SETUP_BUN = "oven-sh/setup-bun@0c5077e51419868618aeaa5fe8019c62421857d6 # v2.2.0"
+NODE_TOOLS = ("node", "npm", "npx", "pnpm", "yarn", "corepack")
+
+
+def runtime_step(command: str | None) -> str:
+    """The step that sets up the runtime a delegated ``ensure.command`` starts with (bun, or
+    node and its package managers), indented for the template; empty for anything else."""
+    words = (command or "").split()
+    tool = words[0].rsplit("/", 1)[-1] if words else ""
+    if tool in ("bun", "bunx"):
+        return f"\n      - name: Set up Bun (ensure.command runs bun)\n        uses: {SETUP_BUN}\n"
+    if tool not in NODE_TOOLS:
+        return ""
+    step = (
+        "\n      - name: Set up Node.js (ensure.command runs node)\n"
+        f"        uses: {SETUP_NODE}\n"
+        "        with:\n"
+        '          node-version: "lts/*"\n'
+    )
+    if tool in ("pnpm", "yarn"):
+        step += f"\n      - name: Enable {tool} (corepack)\n        run: corepack enable\n"
+    return step
+
+
 def render(
     name: str,
     platform: str,
@@ -182,6 +207,7 @@ def render(
     action: str | None = None,
     repository: str | None = None,
     cache_dir: str = "~/.cache/llamapin",
+    ensure_command: str | None = None,
 ) -> str:
     """A workflow from its template. The install spec reaches the workflow only as a quoted
     ``env:`` (or action input) value, and every value is checked first."""
@@ -198,6 +224,7 @@ def render(
         DEFAULT_BRANCH=check_branch(default_branch),
         REPO_GUARD=guard,
         CACHE_PATH=cache_path(cache_dir),
+        RUNTIME_STEP=runtime_step(ensure_command),
     )
 
 

@@ -105,6 +105,14 @@ class FakeGitHub:
         self.rate_reset_at = int(datetime.now(UTC).timestamp()) + 3600
         # Answers to corrupt on purpose: (method, path regex, change), each used once.
         self.tampering: list[tuple[str, re.Pattern[str], Callable[[Any], Any]]] = []
+        # Who the token is: the author of the PRs and comments it makes. ``GET /user``
+        # answers 403 when ``user_visible`` is False, as it does for an app installation
+        # token (Actions' own GITHUB_TOKEN included).
+        self.login = "llamapin-bot"
+        self.user_visible = True
+        # Requests refused with 403 "Resource not accessible by integration" (a token that
+        # lacks the permission): (method, path regex in its /repos/{owner}/{repo} form).
+        self.denied: list[tuple[str, re.Pattern[str]]] = []
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -296,7 +304,8 @@ class FakeGitHub:
             missing = [h for h in RATE_HEADERS if h not in call.headers]
             if missing:
                 problems.append(f"{call.line} -> {call.status}: no {', '.join(missing)} header")
-            if call.status == 304 or not path.startswith("/repos") or call.tampered:
+            checked = path.startswith("/repos") or path == "/user"
+            if call.status == 304 or not checked or call.tampered:
                 continue
             for name in self.spec.response_headers(call.method, path, call.status):
                 if name.lower() == "location" and name.lower() not in call.headers:
@@ -399,6 +408,19 @@ class FakeGitHub:
         line = f"{method} {path}"
         if any(f.match(line) for f in FORBIDDEN):
             return self._error(403, "llamapin must never call this endpoint")
+        if any(verb == method and pattern.search(path) for verb, pattern in self.denied):
+            return self._error(403, "Resource not accessible by integration")
+        if method == "GET" and path == "/user":
+            if not self.user_visible:
+                return self._error(403, "Resource not accessible by integration")
+            user = self.spec.example(
+                "private-user-response-with-public-and-private-profile-information"
+            )
+            # the authenticated user's own view, as GitHub labels it
+            user.update(
+                login=self.login, url=f"{self.api}/users/{self.login}", user_view_type="private"
+            )
+            return 200, {}, user
         if body is not None:
             errors = self.spec.request_errors(method, path, body)
             if errors:
@@ -541,17 +563,21 @@ class FakeGitHub:
             return 201, {}, self._simple(pr)
         m = re.match(r"^/issues/(\d+)/comments$", rest)
         if m and method == "POST":
-            comment = self.spec.example("issue-comment")
-            cid = self._id()
-            comment.update(
-                id=cid,
-                body=body["body"],
-                url=f"{base}/issues/comments/{cid}",
-                html_url=f"{self.url}/{repo.full_name}/pull/{m.group(1)}#issuecomment-{cid}",
-                issue_url=f"{base}/issues/{m.group(1)}",
-            )
-            repo.comments.append({"number": int(m.group(1)), **comment})
-            return 201, {"Location": comment["url"]}, comment
+            comment = self.add_comment(repo.full_name, int(m.group(1)), body["body"], self.login)
+            return 201, {"Location": comment["url"]}, self._comment(comment)
+        if m and method == "GET":
+            if int(m.group(1)) not in repo.pulls:
+                return self._error(404, "Not Found")
+            items = [self._comment(c) for c in repo.comments if c["number"] == int(m.group(1))]
+            return self._page(items, query, f"{by_id}/issues/{m.group(1)}/comments", inm)
+        m = re.match(r"^/issues/comments/(\d+)$", rest)
+        if m and method == "PATCH":
+            found = [c for c in repo.comments if c["id"] == int(m.group(1))]
+            if not found:
+                return self._error(404, "Not Found")
+            found[0].update(body=body["body"], updated_at=stamp(datetime.now(UTC)))
+            found[0]["edits"] = found[0].get("edits", 0) + 1
+            return 200, {}, self._comment(found[0])
         m = re.match(r"^/statuses/([0-9a-f]{40})$", rest)
         if m and method == "POST":
             status = self.spec.example("status")
@@ -680,6 +706,7 @@ class FakeGitHub:
             html_url=f"{self.url}/{repo.full_name}/pull/{number}",
         )
         pr["head"] = {**pr["head"], "ref": head, "label": f"{repo.full_name.split('/')[0]}:{head}"}
+        pr["user"] = {**pr["user"], "login": self.login}
         pr["base"] = {**pr["base"], "ref": base_ref}
         if repo.bare is not None:
             pr["head"]["sha"] = subprocess.run(
@@ -690,6 +717,28 @@ class FakeGitHub:
             ).stdout.strip()
         repo.pulls[number] = pr
         return 201, {"Location": pr["url"]}, pr
+
+    def add_comment(self, full_name: str, number: int, body: str, login: str) -> dict[str, Any]:
+        """A comment by ``login`` on issue or PR ``number``, as GitHub stores it (with the
+        fake's own ``number`` and ``edits`` keys, which answers leave out)."""
+        repo = self.repos[full_name]
+        base = f"{self.api}/repos/{full_name}"
+        comment: dict[str, Any] = self.spec.example("issue-comment")
+        cid = self._id()
+        comment.update(
+            id=cid,
+            body=body,
+            url=f"{base}/issues/comments/{cid}",
+            html_url=f"{self.url}/{full_name}/pull/{number}#issuecomment-{cid}",
+            issue_url=f"{base}/issues/{number}",
+        )
+        comment["user"] = {**comment["user"], "login": login}
+        repo.comments.append({"number": number, "edits": 0, **comment})
+        return repo.comments[-1]
+
+    @staticmethod
+    def _comment(stored: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in stored.items() if k not in ("number", "edits")}
 
     def _simple(self, pr: dict[str, Any]) -> dict[str, Any]:
         simple: dict[str, Any] = self.spec.example("pull-request-simple")

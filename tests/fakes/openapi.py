@@ -137,5 +137,7 @@ class Spec:
 
 @cache
 def _validator(spec: Spec, schema_json: str) -> OAS30Validator:
-    schema = json.loads(schema_json.replace('"$ref": "#/', '"$ref": "spec#/'))
+    # A discriminator's mapping names schemas by reference too (GET /user's oneOf).
+    rooted = schema_json.replace('"$ref": "#/', '"$ref": "spec#/')
+    schema = json.loads(rooted.replace('"#/components/schemas/', '"spec#/components/schemas/'))
     return OAS30Validator(schema, registry=spec.registry)

@@ -53,6 +53,7 @@ from llamapin.upstream.check import (
     summarize,
 )
 from llamapin.upstream.github import GitHub, redact
+from llamapin.upstream.pr_comment import post_report
 from llamapin.workflows import REF_PATTERN
 
 BRANCH_PREFIX = "llamapin/bump-"
@@ -385,6 +386,7 @@ class BumpResult:
     superseded: list[int] = field(default_factory=list)
     verdict: str | None = None
     preview: Preview | None = None  # bump --dry-run: what would have been published
+    warnings: list[str] = field(default_factory=list)  # what went wrong after the PR was made
 
 
 @dataclass(frozen=True)
@@ -633,6 +635,7 @@ class Proposal:
     body: str
     outcome: str
     reasons: list[str]
+    report: str | None = None  # the gate's Markdown report, posted as the PR's report comment
 
 
 def push_and_propose(
@@ -712,6 +715,11 @@ def push_and_propose(
                 "description": "; ".join([f"gate {prop.outcome}", *prop.reasons])[:140],
             },
         )
+    warnings = []
+    if prop.report is not None:
+        author = pr.user.login if pr.user else None
+        warning = post_report(forge.gh, number, prop.report, (compare_prefix(cfg),), author)
+        warnings += [warning] if warning else []
     return BumpResult(
         action,
         f"{action} PR #{number} for {prop.build} (gate {prop.outcome})"
@@ -721,6 +729,7 @@ def push_and_propose(
         draft,
         superseded,
         prop.outcome,
+        warnings=warnings,
     )
 
 
@@ -835,6 +844,7 @@ def run_bump(
         body,
         made.verdict.outcome,
         list(made.verdict.reasons),
+        report.markdown(made.verdict),
     )
     if dry_run:
         return preview(remote, prop, forge.git("log", "-1", "--format=%B", made.head))
@@ -1183,8 +1193,22 @@ def publish_bump(
         republished(plan.body, (compare_prefix(forge.cfg),)),
         plan.outcome,
         plan.reasons,
+        # Written by the job that ran upstream code: made inert when it is posted.
+        _prepared_report(out_dir),
     )
     return push_and_propose(forge, remote, prop, post_status=post_status)
+
+
+MAX_REPORT_BYTES = 1024 * 1024
+
+
+def _prepared_report(out_dir: Path) -> str:
+    """gate.md as prepare wrote it (capped, never through a link); a short line instead when
+    it is missing or unusable, so the comment still says where the report is."""
+    try:
+        return _read_capped(out_dir / "gate.md", MAX_REPORT_BYTES).decode("utf-8", "replace")
+    except ForgeError as exc:
+        return f"The gate report could not be read from the prepared change: {exc.why}."
 
 
 def _declared(cfg: Config, root: Path) -> list[str] | None:

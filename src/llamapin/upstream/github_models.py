@@ -100,6 +100,11 @@ class Comparison(Answer):
     """None when GitHub lists no files (as for a very large comparison)."""
 
 
+class Account(Answer):
+    label: ClassVar[str] = "user"
+    login: str
+
+
 class Branch(Answer):
     label: ClassVar[str] = "pull request branch"
     ref: str
@@ -114,6 +119,7 @@ class PullRequest(Answer):
     head: Branch
     draft: bool = False
     merged_at: str | None = None
+    user: Account | None = None
 
     _times = field_validator("merged_at")(_time)
 
@@ -126,6 +132,15 @@ class Repository(Answer):
 class Comment(Answer):
     label: ClassVar[str] = "comment"
     id: int
+
+
+class IssueComment(Answer):
+    """A comment on an issue or PR, as listed."""
+
+    label: ClassVar[str] = "comment"
+    id: int
+    body: str | None = None
+    user: Account | None = None
 
 
 class Status(Answer):
