@@ -18,6 +18,7 @@ import platform
 import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -260,8 +261,7 @@ def smoke(
         )
         answer_s = round(clock() - asked, 2)
     except EngineError as exc:
-        code = server.proc.returncode if server.proc is not None else None
-        return _failed(role, floor, exc, code, tcg_missing(server.log_text()))
+        return _failed(role, floor, exc, exit_code(server), tcg_missing(server.log_text()))
     finally:
         server.stop()
     missing = tcg_missing(server.log_text())
@@ -283,6 +283,18 @@ def smoke(
         answer=answer,
         missing=missing,
     )
+
+
+def exit_code(server: Server, grace_s: float = 15.0) -> int | None:
+    """The engine's exit status once it has died, or None if it is still running. A request
+    can fail (connection reset) an instant before the dying process can be reaped, so it is
+    waited for briefly: reading ``returncode`` at once would miss a SIGILL."""
+    if server.proc is None:
+        return None
+    try:
+        return server.proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 @contextlib.contextmanager
