@@ -109,6 +109,12 @@ def test_signal_to_the_gate_stops_every_engine(
     assert last.startswith("error: ") and signal.Signals(sig).name in last
     assert "Traceback" not in err
     assert gone(kids)
+    # An engine the gate was starting when the signal came (the A/A baseline, or a fresh
+    # process pair of a later perf round) is not in ``kids``; the parent-death signal ends
+    # it as llamapin exits, a moment after communicate() returns.
+    deadline = time.monotonic() + 60
+    while not engine_pids() <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert engine_pids() <= before
 
 
