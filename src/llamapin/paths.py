@@ -9,8 +9,10 @@ single file-name components, and ``engine.binary`` stays inside its bundle.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from llamapin.errors import ConfigError
 
@@ -118,3 +120,17 @@ def contained(path: Path, base: Path, key: str) -> Path:
             f"Point {key} at a regular file inside the build, not a link out of it",
         )
     return path
+
+
+def json_at(root: Path, file: str, key_path: str, key: str) -> tuple[Any, Path]:
+    """The value at the dotted ``key_path`` of the JSON file ``file`` inside the project
+    (``key`` names the setting that points at it), None where a part is missing; and the
+    file's path."""
+    path = inside_root(root, file, key)
+    try:
+        node: Any = json.loads(read_text(path, key))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}", str(exc), f"Fix {key}") from None
+    for part in key_path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node, path

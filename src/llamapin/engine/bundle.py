@@ -30,7 +30,7 @@ from llamapin.engine.closure import Closure
 from llamapin.engine.macos import MachoTools, macho_tools
 from llamapin.errors import BundleError, ConfigError, SignatureError
 from llamapin.fetch import sha256_file
-from llamapin.paths import inside_root, is_within, read_text, resolve
+from llamapin.paths import is_within, json_at, resolve
 from llamapin.procenv import env_for
 
 MANIFEST = "llamapin-manifest.json"
@@ -560,13 +560,7 @@ def check_contents(bundle: Path, key: str) -> None:
 
 def declared_libraries(root: Path, file: str, key_path: str) -> list[str]:
     """The library list a project declares, e.g. ``bundle.macOS.frameworks`` in tauri.conf.json."""
-    path = inside_root(root, file, "bundle.frameworks_file")
-    try:
-        node: Any = json.loads(read_text(path, "bundle.frameworks_file"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}", str(exc), "Fix bundle.frameworks_file") from None
-    for part in key_path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+    node, path = json_at(root, file, key_path, "bundle.frameworks_file")
     if not isinstance(node, list):
         raise ConfigError(
             f"{key_path} in {path.name} is not a list",

@@ -14,20 +14,19 @@ slice that says 11.0: only a slice that needs more than ``max(declared, 11.0)`` 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from macholib import mach_o
 
 from llamapin.config import BundleConfig
 from llamapin.engine.binfmt import arch_name, load_macho, sniff
 from llamapin.errors import BundleError, ConfigError, MacosFloorError
-from llamapin.paths import inside_root, read_text
+from llamapin.paths import json_at
 
 if TYPE_CHECKING:
     from llamapin.engine.bundle import Manifest
@@ -186,13 +185,7 @@ def declared_minimum(root: Path, cfg: BundleConfig) -> tuple[str, str] | None:
         return cfg.min_macos, "bundle.min_macos"
     if not cfg.frameworks_file:
         return None
-    path = inside_root(root, cfg.frameworks_file, "bundle.frameworks_file")
-    try:
-        node: Any = json.loads(read_text(path, "bundle.frameworks_file"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}", str(exc), "Fix bundle.frameworks_file") from None
-    for part in TAURI_KEY.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+    node, path = json_at(root, cfg.frameworks_file, TAURI_KEY, "bundle.frameworks_file")
     if node is None:
         return None
     if not (isinstance(node, str) and VERSION.match(node)):
