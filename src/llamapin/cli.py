@@ -55,22 +55,51 @@ def json_option(help_text: str = JSON_HELP) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, callback=_note_json, help=help_text)
 
 
+TARGET_HELP = (
+    "The target to act on ([targets.NAME] in the config; default: the only target, or the "
+    "one for this host)."
+)
+
+
+def _note_target(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    state = ctx.find_object(State)
+    if value is not None and state is not None:
+        state.target = value
+    return value
+
+
+def target_option(f: F) -> F:
+    """``--target NAME`` on a command (the group takes it too, before the command)."""
+    return click.option(
+        "--target",
+        "target",
+        default=None,
+        expose_value=False,
+        callback=_note_target,
+        metavar="NAME",
+        help=TARGET_HELP,
+    )(f)
+
+
 def examples(text: str, *lines: str) -> str:
     """A command's help ending with its examples (kept as typed by ``\\b``)."""
     return text + "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class State:
-    def __init__(self, root: Path, config: Path | None) -> None:
+    def __init__(self, root: Path, config: Path | None, target: str | None = None) -> None:
         self.root = root
         self._config_path = config
         self._config: Config | None = None
+        self.target = target
 
     @property
     def config(self) -> Config:
+        """The config as the chosen target sees it (``--target``; see ``Config.pick``)."""
         if self._config is None:
-            self._config = load_config(self.root, self._config_path)
-            register_secrets(self._config.upstream.token_env, self._config.forge.token_env)
+            shared = load_config(self.root, self._config_path)
+            register_secrets(shared.upstream.token_env, shared.forge.token_env)
+            self._config = shared.pick(self.target)
         return self._config
 
     def pin(self) -> tuple[Pin, str]:
@@ -116,9 +145,10 @@ def fail(data: dict[str, Any], as_json: bool, what: str, why: str, fix: str) -> 
     default=None,
     help="Config file (default: llamapin.toml, else [tool.llamapin] in pyproject.toml).",
 )
+@click.option("--target", default=None, metavar="NAME", help=TARGET_HELP)
 @click.pass_context
-def cli(ctx: click.Context, root: Path, config: Path | None) -> None:
-    ctx.obj = State(root.resolve(), config)
+def cli(ctx: click.Context, root: Path, config: Path | None, target: str | None) -> None:
+    ctx.obj = State(root.resolve(), config, target)
 
 
 @cli.command(
@@ -131,6 +161,7 @@ def cli(ctx: click.Context, root: Path, config: Path | None) -> None:
 )
 @click.option("--force", is_flag=True, help="Reinstall even when the bundle is current.")
 @json_option()
+@target_option
 @click.pass_obj
 def ensure(state: State, force: bool, as_json: bool) -> None:
     from llamapin.engine.ensure import ensure as run_ensure
@@ -232,6 +263,7 @@ def _binary(path: Path) -> Path:
     help="Print the verdict as one JSON document on stdout instead of Markdown. "
     "Deprecated: --json FILE still writes the report file; use --report-json FILE.",
 )
+@target_option
 @click.pass_obj
 def gate(
     state: State,
@@ -267,6 +299,13 @@ def gate(
             "in a later version; use '--report-json FILE' (it still wrote the file this time)"
         )
     cfg = state.config
+    if not cfg.gated:
+        raise ConfigError(
+            f"target {cfg.target} is not gated",
+            f"[targets.{cfg.target}] sets gated = false: CI runs ensure, verify and drift "
+            "there, and no gate",
+            "Gate another target (--target NAME), or set gated = true for this one",
+        )
     pin, origin = state.pin()
     say(f"pin {pin.build} ({pin.commit[:12]}) from {origin}")
     load_suite(suite or suite_in_root(state.root, cfg.gate.suite))  # before ensure
@@ -335,6 +374,7 @@ def gate(
 )
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
 @json_option()
+@target_option
 @click.pass_obj
 def verify(state: State, bundle: Path | None, as_json: bool) -> None:
     from llamapin.engine import macos, pe
@@ -387,6 +427,7 @@ def verify(state: State, bundle: Path | None, as_json: bool) -> None:
 )
 @click.option("--write", is_flag=True, help="Rewrite them to the lock's values.")
 @json_option()
+@target_option
 @click.pass_obj
 def locators(state: State, write: bool, as_json: bool) -> None:
     from llamapin.pin import check_locators, write_locators
@@ -435,6 +476,7 @@ def locators(state: State, write: bool, as_json: bool) -> None:
     ),
 )
 @json_option()
+@target_option
 @click.pass_obj
 def drift(state: State, as_json: bool) -> None:
     from llamapin.engine.bundle import (
@@ -511,6 +553,7 @@ def drift(state: State, as_json: bool) -> None:
     help="The branch pushes to which are gated and bump PRs target.",
 )
 @json_option()
+@target_option
 @click.pass_obj
 def init(
     state: State,
@@ -592,6 +635,7 @@ def _source_index(state: State, http: Any) -> Any:
 )
 @click.option("--at", "build", default=None, help="Build id (default: the pinned build).")
 @json_option()
+@target_option
 @click.pass_obj
 def archs(state: State, build: str | None, as_json: bool) -> None:
     from llamapin.fetch import client
@@ -620,6 +664,7 @@ def archs(state: State, build: str | None, as_json: bool) -> None:
 )
 @click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @json_option()
+@target_option
 @click.pass_obj
 def check_model(state: State, model: Path, as_json: bool) -> None:
     from llamapin.fetch import client
@@ -716,6 +761,7 @@ NOW_HELP = "Decide as if it were this time (ISO 8601; default: now). For replayi
 )
 @json_option('Print the decision as JSON (on failure: {"error": {what, why, fix}}).')
 @click.option("--now", "now_text", default=None, help=NOW_HELP)
+@target_option
 @click.pass_obj
 def check(state: State, as_json: bool, now_text: str | None) -> None:
     from llamapin.fetch import client
@@ -750,6 +796,7 @@ def check(state: State, as_json: bool, now_text: str | None) -> None:
     "Default: engine.platform only.",
 )
 @json_option('Print what was written as JSON (on failure: {"error": {what, why, fix}}).')
+@target_option
 @click.pass_obj
 def lock(state: State, build: str, write: bool, platforms: tuple[str, ...], as_json: bool) -> None:
     from llamapin.fetch import client
@@ -823,6 +870,7 @@ def lock(state: State, build: str, write: bool, platforms: tuple[str, ...], as_j
     help="Propose this build (e.g. b10088) instead of the newest eligible one; a build "
     "that is not newer than the pin or lacks an asset is refused with the reason.",
 )
+@target_option
 @click.pass_obj
 def bump(
     state: State,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import platform
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -301,6 +302,64 @@ class ForgeConfig(_Model):
     status_context: str = "llamapin/gate"
 
 
+# A target's name and platform: lower-case words joined by dashes (macos-arm64, linux-x64,
+# windows-x64, linux-ci). Names go into CI job names, cache keys and branch-safe text.
+TargetName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+PLATFORM_PATTERN = r"^(auto|(linux|macos|win|windows)-(x64|arm64))$"
+RUNNERS = {
+    "macos-arm64": "macos-15",
+    "macos-x64": "macos-13",
+    "linux-x64": "ubuntu-24.04",
+    "linux-arm64": "ubuntu-24.04-arm",
+    "windows-x64": "windows-2022",
+    "win-x64": "windows-2022",
+    "windows-arm64": "windows-11-arm",
+    "win-arm64": "windows-11-arm",
+}
+# The sections a target may override; every other section is shared by all targets.
+TARGET_SECTIONS = ("engine", "bundle", "ensure", "gate")
+
+
+class TargetConfig(_Model):
+    """One platform the app ships for: ``[targets.NAME]`` with its platform, whether the
+    gate runs there, its CI runner, and what differs from the shared sections
+    (``[targets.NAME.engine]``, ``.bundle``, ``.ensure``, ``.gate``); ``gated = false``
+    keeps the gate off that platform."""
+
+    platform: Annotated[str, Field(pattern=PLATFORM_PATTERN)]
+    # false: CI still runs ensure, verify and drift on this target's runner, but no gate
+    gated: bool = True
+    # The CI runner label; None: the usual GitHub-hosted runner for the platform
+    runner: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    engine: dict[str, Any] = Field(default_factory=dict)
+    bundle: dict[str, Any] = Field(default_factory=dict)
+    ensure: dict[str, Any] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("engine")
+    @classmethod
+    def _no_platform(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "platform" in value:
+            raise ValueError("set the target's platform as targets.NAME.platform, not in engine")
+        return value
+
+    def ci_runner(self) -> str:
+        """The runner label CI uses for this target."""
+        return self.runner or RUNNERS.get(self.platform, "ubuntu-24.04")
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, tables merged key by key (gate.perf keeps what it does
+    not name)."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = (
+            _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return out
+
+
 class Config(_Model):
     lock: str = "llamapin.lock"
     cache_dir: str = str(DEFAULT_CACHE)
@@ -312,14 +371,118 @@ class Config(_Model):
     locators: list[LocatorConfig] = Field(default_factory=list)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     forge: ForgeConfig = Field(default_factory=ForgeConfig)
+    targets: dict[TargetName, TargetConfig] = Field(default_factory=dict)
+    # The target this view of the config is for (None: the shared sections, as written).
+    _target: str | None = PrivateAttr(default=None)
+    _shared: Config | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _no_token_to_children(self) -> Config:
         check_env_names(self.ensure.env, (self.upstream.token_env, self.forge.token_env))
+        for name in self.targets:
+            view = self.for_target(name)  # every target's merged sections validate on load
+            check_env_names(view.ensure.env, (self.upstream.token_env, self.forge.token_env))
         return self
 
     def locator_list(self) -> list[Locator]:
         return [loc.to_locator() for loc in self.locators]
+
+    # --- targets: one config, several platforms -----------------------------------------
+
+    @property
+    def shared(self) -> Config:
+        """The config as written (every target's view shares it)."""
+        return self._shared or self
+
+    @property
+    def target(self) -> str | None:
+        """The target this view is for; None for a config without targets."""
+        return self._target
+
+    @property
+    def target_name(self) -> str:
+        """The target's name, or for a config without targets its platform (one implicit
+        target)."""
+        return self._target or self.engine.resolved_platform()
+
+    @property
+    def gated(self) -> bool:
+        """Whether the gate runs for this view's target (always, without targets)."""
+        return self._target is None or self.shared.targets[self._target].gated
+
+    def for_target(self, name: str) -> Config:
+        """The config as target ``name`` sees it: its platform and its sections merged over
+        the shared ones."""
+        shared = self.shared
+        target = shared.targets.get(name)
+        if target is None:
+            known = ", ".join(sorted(shared.targets)) or "none"
+            raise ConfigError(
+                f"no target named {name!r}",
+                f"the config declares these targets: {known}",
+                "Pass --target with one of them, or add [targets." + name + "] to the config",
+            )
+        update: dict[str, Any] = {}
+        for section in TARGET_SECTIONS:
+            over = dict(getattr(target, section))
+            if section == "engine":
+                over["platform"] = target.platform
+            if not over:
+                continue
+            model = type(getattr(shared, section))
+            data = _merged(getattr(shared, section).model_dump(by_alias=True), over)
+            try:
+                update[section] = model.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                msg = first["msg"].removeprefix("Value error, ")
+                raise ValueError(f"targets.{name}.{section}.{where}: {msg}") from None
+        view = shared.model_copy(update=update)
+        view._target, view._shared = name, shared
+        return view
+
+    def views(self) -> list[Config]:
+        """Every target's view (the config itself when it declares none)."""
+        shared = self.shared
+        if not shared.targets:
+            return [shared]
+        return [shared.for_target(name) for name in sorted(shared.targets)]
+
+    def pick(self, name: str | None, host: str | None = None) -> Config:
+        """The view a command acts on: target ``name``; else the only target; else the one
+        whose platform is this host's. A config without targets is its own one target."""
+        shared = self.shared
+        if not shared.targets:
+            if name is not None and name != shared.engine.resolved_platform():
+                raise ConfigError(
+                    f"no target named {name!r}",
+                    "the config declares no [targets]; its one implicit target is "
+                    f"{shared.engine.resolved_platform()}",
+                    "Drop --target, or declare [targets." + name + "] in the config",
+                )
+            return shared
+        if name is not None:
+            return shared.for_target(name)
+        if len(shared.targets) == 1:
+            return shared.for_target(next(iter(shared.targets)))
+        host = host or host_platform()
+        same = [n for n, t in sorted(shared.targets.items()) if _same_platform(t.platform, host)]
+        if len(same) == 1:
+            return shared.for_target(same[0])
+        listed = ", ".join(f"{n} ({t.platform})" for n, t in sorted(shared.targets.items()))
+        raise ConfigError(
+            "which target?",
+            f"this host is {host}, and "
+            + (f"{len(same)} targets are for it" if same else "no target is for it")
+            + f"; the config declares {listed}",
+            "Pass --target NAME",
+        )
+
+
+def _same_platform(a: str, b: str) -> bool:
+    """Platform names compare with upstream's ``win-`` and the config's ``windows-`` as one."""
+    return a.replace("windows-", "win-") == b.replace("windows-", "win-")
 
 
 def host_platform(system: str | None = None, machine: str | None = None) -> str:
@@ -366,9 +529,10 @@ def load_config(root: Path, explicit: Path | None = None) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
         raise ConfigError(
             f"invalid config in {origin}",
-            f"{where}: {first['msg']}",
+            f"{where}: {msg}" if where else msg,
             f"Fix that key (see {DOCS_URL} for every option)",
             detail=str(exc),
         ) from None

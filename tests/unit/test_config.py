@@ -92,4 +92,5 @@ def test_nothing_can_float_to_latest(tmp_path: Path) -> None:
     ensure_cmd = cli.commands["ensure"]
     assert isinstance(ensure_cmd, click.Command)
     flags = {opt for p in ensure_cmd.params for opt in p.opts}
-    assert flags == {"--force", "--json"}  # no --latest, --tag, --build, --url
+    # no --latest, --tag, --build, --url (--target names a platform of the one pin)
+    assert flags == {"--force", "--json", "--target"}

@@ -1,0 +1,161 @@
+"""Targets: one config for every platform an app ships (issue 12, item 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llamapin.config import Config, load_config
+from llamapin.errors import ConfigError
+from tests.conftest import CliResult
+
+THREE = """
+[engine]
+source = "wheel"
+
+[gate.perf]
+budget_s = 120
+min_pairs = 6
+
+[targets.macos-arm64]
+platform = "macos-arm64"
+gated = false
+[targets.macos-arm64.engine]
+source = "release"
+[targets.macos-arm64.bundle]
+dir = "src-tauri/resources/engine"
+layout = "macos-app"
+frameworks_file = "src-tauri/tauri.conf.json"
+
+[targets.linux-x64]
+platform = "linux-x64"
+[targets.linux-x64.gate.perf]
+budget_s = 60
+
+[targets.windows-x64]
+platform = "windows-x64"
+runner = "windows-2025"
+[targets.windows-x64.engine]
+source = "release"
+windows_variant = "cuda-12.4"
+"""
+
+
+def three(tmp_path: Path) -> Config:
+    (tmp_path / "llamapin.toml").write_text(THREE)
+    return load_config(tmp_path)
+
+
+def test_a_config_without_targets_is_its_own_one_target(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path)
+    assert cfg.views() == [cfg]
+    assert cfg.pick(None) is cfg
+    assert cfg.pick(cfg.engine.resolved_platform()) is cfg
+    assert cfg.target is None and cfg.shared is cfg and cfg.gated
+    assert cfg.target_name == cfg.engine.resolved_platform()
+    with pytest.raises(ConfigError, match="declares no \\[targets\\]; its one implicit target"):
+        cfg.pick("macos-arm64")
+
+
+def test_each_target_sees_its_sections_merged_over_the_shared_ones(tmp_path: Path) -> None:
+    cfg = three(tmp_path)
+    mac = cfg.pick("macos-arm64")
+    assert (mac.target, mac.target_name, mac.gated) == ("macos-arm64", "macos-arm64", False)
+    assert (mac.engine.source, mac.engine.platform) == ("release", "macos-arm64")
+    assert (mac.bundle.layout, mac.bundle.dir) == ("macos-app", "src-tauri/resources/engine")
+    assert mac.gate.perf.budget_s == 120  # shared
+    linux = cfg.pick("linux-x64")
+    assert (linux.engine.source, linux.engine.platform) == ("wheel", "linux-x64")
+    assert linux.bundle.dir == ".llamapin/engine" and linux.gated
+    # a table merges key by key: the target's budget, the shared min_pairs
+    assert (linux.gate.perf.budget_s, linux.gate.perf.min_pairs) == (60, 6)
+    win = cfg.pick("windows-x64")
+    assert win.engine.windows_variant == "cuda-12.4"
+    assert [v.target for v in cfg.views()] == ["linux-x64", "macos-arm64", "windows-x64"]
+    assert [v.target for v in mac.views()] == [v.target for v in cfg.views()]
+    assert mac.shared is cfg and mac.for_target("linux-x64").engine.source == "wheel"
+
+
+def test_runners_default_per_platform(tmp_path: Path) -> None:
+    targets = three(tmp_path).targets
+    assert targets["macos-arm64"].ci_runner() == "macos-15"
+    assert targets["linux-x64"].ci_runner() == "ubuntu-24.04"
+    assert targets["windows-x64"].ci_runner() == "windows-2025"  # configured
+
+
+def test_the_default_target_is_the_only_one_or_the_hosts(tmp_path: Path) -> None:
+    cfg = three(tmp_path)
+    assert cfg.pick(None, host="linux-x64").target == "linux-x64"
+    assert cfg.pick(None, host="win-x64").target == "windows-x64"  # upstream's spelling
+    with pytest.raises(ConfigError, match=r"which target.*no target is for it.*--target NAME"):
+        cfg.pick(None, host="linux-arm64")
+    two = Config.model_validate(
+        {"targets": {"a": {"platform": "linux-x64"}, "b": {"platform": "linux-x64"}}}
+    )
+    with pytest.raises(ConfigError, match="2 targets are for it"):
+        two.pick(None, host="linux-x64")
+    one = Config.model_validate({"targets": {"ci": {"platform": "linux-arm64"}}})
+    assert one.pick(None, host="linux-x64").target == "ci"
+    with pytest.raises(ConfigError, match=r"no target named 'mac'.*declares these targets: ci"):
+        one.pick("mac")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            '[targets.mac]\nplatform = "macos-arm64"\n[targets.mac.engine]\nsource = "ftp"\n',
+            "targets.mac.engine.source: Input should be",
+        ),
+        (
+            '[targets.mac]\nplatform = "macos-arm64"\n[targets.mac.engine]\nplatform = "x"\n',
+            "targets.mac.engine: set the target's platform as targets.NAME",
+        ),
+        ('[targets.mac]\nplatform = "amiga-68k"\n', "targets.mac.platform: String should match"),
+        ("[targets.mac]\n", "targets.mac.platform: Field required"),
+        ('[targets."../x"]\nplatform = "linux-x64"\n', "targets.../x.\\[key\\]: String should"),
+        ('[targets.mac]\nplatform = "linux-x64"\nrunner = "a b"\n', "targets.mac.runner"),
+        (
+            '[targets.mac]\nplatform = "linux-x64"\n[targets.mac.ensure]\nenv = ["GH_TOKEN"]\n',
+            "GH_TOKEN looks like a secret",
+        ),
+        (
+            '[targets.mac]\nplatform = "linux-x64"\n[targets.mac.gate.perf]\nmin_pairs = 99\n',
+            "targets.mac.gate.perf: min_pairs \\(99\\) exceeds max_pairs",
+        ),
+    ],
+)
+def test_a_bad_target_is_refused_on_load_naming_its_key(
+    tmp_path: Path, text: str, match: str
+) -> None:
+    (tmp_path / "llamapin.toml").write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(tmp_path)
+    assert info.value.what.startswith("invalid config in")
+
+
+def test_every_command_takes_target_before_or_after_its_name(
+    tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    three(tmp_path)
+    root = ["--root", str(tmp_path)]
+    for args in (
+        [*root, "--target", "nowhere", "verify"],
+        [*root, "verify", "--target", "nowhere"],
+    ):
+        res = run_cli(*args)
+        assert res.code == 2, res
+        assert "error: no target named 'nowhere': the config declares these targets: " in res.err
+    res = run_cli(*root, "verify", "--target", "macos-arm64", "--json")
+    assert res.code != 0 and "src-tauri/resources/engine" in res.out + res.err
+
+
+def test_the_gate_refuses_a_target_that_is_not_gated(
+    tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    three(tmp_path)
+    res = run_cli("--root", str(tmp_path), "gate", "--target", "macos-arm64")
+    assert res.code == 2
+    assert res.err.startswith("error: target macos-arm64 is not gated: [targets.macos-arm64] sets")
