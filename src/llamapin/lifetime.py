@@ -181,7 +181,8 @@ def run(
     a tag and the parent-death signal; a timeout, a signal or any error kills the whole
     group (not just the child, as ``subprocess.run`` does), and nothing it left behind
     survives its end. ``tick`` is called about every 0.2 s while the child runs (in this
-    thread: llamapin starts no threads, so the fork above stays safe)."""
+    thread: no llamapin thread runs while it forks, so the fork above stays safe; a
+    heartbeat goes through ``tick``, see progress.step(thread=False))."""
     tag = new_tag()
     before = _descendants()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -189,7 +190,7 @@ def run(
         cmd,
         env={**env, OWNER_VAR: tag},
         start_new_session=True,
-        preexec_fn=die_with_parent(),  # noqa: PLW1509 (llamapin starts no threads; it only calls prctl)
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 (no thread runs at fork; it only calls prctl)
         **kw,
     ) as proc:
         try:

@@ -96,6 +96,31 @@ class Meter:
             )
 
 
+class Beat:
+    """A heartbeat a caller drives (``lifetime.run(tick=beat)``): each call writes the
+    "still running" line once ``interval`` seconds have passed since the last one."""
+
+    def __init__(
+        self,
+        out: TextIO | None,
+        label: str,
+        interval: float = INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out, self.label, self.interval, self.clock = out, label, interval, clock
+        self.start = self.last = clock()
+
+    def line(self) -> None:
+        if self.out is not None:
+            _write(self.out, f"{self.label}: still running, {self.clock() - self.start:.0f} s")
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.line()
+
+
 @contextlib.contextmanager
 def step(
     label: str,
@@ -103,28 +128,36 @@ def step(
     stream: TextIO | None = None,
     interval: float = INTERVAL_S,
     clock: Callable[[], float] = time.monotonic,
-) -> Iterator[None]:
+    thread: bool = True,
+) -> Iterator[Beat]:
     """Log lines for a step that counts nothing: start, a heartbeat every ``interval``
-    seconds while it runs, and the time taken (or that it failed) at the end."""
+    seconds while it runs, and the time taken (or that it failed) at the end.
+
+    The heartbeat comes from a background thread, or with ``thread=False`` from the
+    :class:`Beat` this yields, called by the caller's own loop: a step that starts a
+    process must not have a thread running while it forks (the child's ``preexec_fn``
+    would run with locks another thread held)."""
     out = stream if stream is not None else sys.stderr
     if not is_log(out):
-        yield
+        yield Beat(None, label, interval, clock)
         return
-    start = clock()
+    beat = Beat(out, label, interval, clock)
     stop = threading.Event()
     _write(out, f"{label}: start")
 
-    def beat() -> None:
+    def beats() -> None:
         while not stop.wait(interval):
-            _write(out, f"{label}: still running, {clock() - start:.0f} s")
+            beat.line()
 
-    thread = threading.Thread(target=beat, name=f"progress {label}", daemon=True)
-    thread.start()
+    worker = threading.Thread(target=beats, name=f"progress {label}", daemon=True)
+    if thread:
+        worker.start()
     outcome = "failed"
     try:
-        yield
+        yield beat
         outcome = "done"
     finally:
         stop.set()
-        thread.join()
-        _write(out, f"{label}: {outcome} in {clock() - start:.1f} s")
+        if thread:
+            worker.join()
+        _write(out, f"{label}: {outcome} in {clock() - beat.start:.1f} s")

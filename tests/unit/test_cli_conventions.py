@@ -382,9 +382,29 @@ def test_step_heartbeat_and_outcome() -> None:
     assert failed.getvalue().splitlines()[-1].startswith("unpack x: failed in ")
     assert threading.active_count() < 50
     tty = Tty()
-    with progress.step("quiet", stream=tty):
-        pass
+    with progress.step("quiet", stream=tty, interval=0) as beat:
+        beat()  # due at once, and still silent on a terminal
     assert tty.getvalue() == ""
+
+
+def test_a_step_that_forks_beats_from_its_callers_loop_without_a_thread() -> None:
+    """thread=False: no thread runs while lifetime.run forks; its tick writes the lines."""
+    now = [100.0]
+    out = io.StringIO()
+    before = threading.active_count()
+    with progress.step(
+        "cmake build", stream=out, interval=15, clock=lambda: now[0], thread=False
+    ) as beat:
+        assert threading.active_count() == before
+        for t in (5.0, 16.0, 20.0, 31.5):
+            now[0] = 100.0 + t
+            beat()
+    assert out.getvalue().splitlines() == [
+        "cmake build: start",
+        "cmake build: still running, 16 s",
+        "cmake build: still running, 32 s",
+        "cmake build: done in 31.5 s",
+    ]
 
 
 # --- errors no site handled, Ctrl-C and signals: still one JSON document ---------------------

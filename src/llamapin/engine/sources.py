@@ -282,9 +282,16 @@ def _run_build(cmd: list[str], log: Path, what: str, base: Path) -> None:
     with log.open("a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        with step(what):  # start, heartbeat and end lines in CI logs
+        # start, heartbeat and end lines in CI logs; the heartbeat from run's own loop, as
+        # no thread may run while it forks
+        with step(what, thread=False) as beat:
             proc = lifetime.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                tick=beat,
             )
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
