@@ -91,16 +91,23 @@ class State:
         self.root = root
         self._config_path = config
         self._config: Config | None = None
+        self._shared: Config | None = None
         self.target = target
 
     @property
     def config(self) -> Config:
         """The config as the chosen target sees it (``--target``; see ``Config.pick``)."""
         if self._config is None:
-            shared = load_config(self.root, self._config_path)
-            register_secrets(shared.upstream.token_env, shared.forge.token_env)
-            self._config = shared.pick(self.target)
+            self._config = self.shared.pick(self.target)
         return self._config
+
+    @property
+    def shared(self) -> Config:
+        """The config as written, every target in it (``init`` writes CI for all of them)."""
+        if self._shared is None:
+            self._shared = load_config(self.root, self._config_path)
+            register_secrets(self._shared.upstream.token_env, self._shared.forge.token_env)
+        return self._shared
 
     def pin(self) -> tuple[Pin, str]:
         from llamapin.paths import inside_root
@@ -563,36 +570,17 @@ def init(
     default_branch: str,
     as_json: bool,
 ) -> None:
-    from llamapin.workflows import (
-        BUMP_PATH,
-        GATE_PATH,
-        apply,
-        check_action,
-        check_branch,
-        plan,
-        render,
-    )
+    from llamapin.workflows import apply, check_action, check_branch, plan, render_all
 
-    cfg = state.config
+    cfg = state.shared  # every target gets its gate job
+    if state.target is not None:
+        _ = state.config  # a --target given must name one of them
     check_branch(default_branch)  # the values given are checked before the index is asked
     if action is not None:
         check_action(action)
     elif install is None:
         install = _indexed_install(cfg.engine.index_url)
-    platform = cfg.engine.resolved_platform()
-    repo = cfg.forge.repo
-    command = cfg.ensure.command  # a runtime it needs (bun, node) is set up before ensure
-    planned = plan(
-        state.root,
-        {
-            GATE_PATH: render(
-                "gate", platform, install, default_branch, action, repo, cfg.cache_dir, command
-            ),
-            BUMP_PATH: render(
-                "bump", platform, install, default_branch, action, repo, cfg.cache_dir, command
-            ),
-        },
-    )
+    planned = plan(state.root, render_all(cfg, install, default_branch, action))
     lines = apply(state.root, planned, force)
     files = [dict(zip(("status", "path"), line.split(": ", 1), strict=True)) for line in lines]
     emit({"files": files}, as_json, "\n".join(lines))

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
 from llamapin import __version__
 from llamapin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from llamapin.config import Config
 
 GATE_PATH = ".github/workflows/llamapin-gate.yml"
 BUMP_PATH = ".github/workflows/llamapin-bump.yml"
@@ -182,21 +186,32 @@ NODE_TOOLS = ("node", "npm", "npx", "pnpm", "yarn", "corepack")
 def runtime_step(command: str | None) -> str:
     """The step that sets up the runtime a delegated ``ensure.command`` starts with (bun, or
     node and its package managers), indented for the template; empty for anything else."""
+    return "".join(_runtime_parts(command))
+
+
+def runtime_steps(commands: list[str | None]) -> str:
+    """The steps several targets' ``ensure.command`` need, each one once."""
+    return "".join(dict.fromkeys(part for c in commands for part in _runtime_parts(c)))
+
+
+def _runtime_parts(command: str | None) -> list[str]:
     words = (command or "").split()
     tool = words[0].rsplit("/", 1)[-1] if words else ""
     if tool in ("bun", "bunx"):
-        return f"\n      - name: Set up Bun (ensure.command runs bun)\n        uses: {SETUP_BUN}\n"
+        return [
+            f"\n      - name: Set up Bun (ensure.command runs bun)\n        uses: {SETUP_BUN}\n"
+        ]
     if tool not in NODE_TOOLS:
-        return ""
-    step = (
+        return []
+    parts = [
         "\n      - name: Set up Node.js (ensure.command runs node)\n"
         f"        uses: {SETUP_NODE}\n"
         "        with:\n"
         '          node-version: "lts/*"\n'
-    )
+    ]
     if tool in ("pnpm", "yarn"):
-        step += f"\n      - name: Enable {tool} (corepack)\n        run: corepack enable\n"
-    return step
+        parts.append(f"\n      - name: Enable {tool} (corepack)\n        run: corepack enable\n")
+    return parts
 
 
 def render(
@@ -208,9 +223,37 @@ def render(
     repository: str | None = None,
     cache_dir: str = "~/.cache/llamapin",
     ensure_command: str | None = None,
+    *,
+    runner: str | None = None,
+    target: str | None = None,
 ) -> str:
     """A workflow from its template. The install spec reaches the workflow only as a quoted
-    ``env:`` (or action input) value, and every value is checked first."""
+    ``env:`` (or action input) value, and every value is checked first. ``target`` (a
+    config's target name) goes onto every llamapin command as ``--target``; ``runner``
+    replaces the platform's usual runner."""
+    return _substitute(
+        name,
+        install,
+        default_branch,
+        action,
+        repository,
+        cache_dir,
+        RUNNER=_plain(runner, _RUNNER_LABEL, "runner") if runner else runner_for(platform),
+        RUNTIME_STEP=runtime_step(ensure_command),
+        TARGET_ARG=f" --target {_plain(target, _TARGET_NAME, 'target')}" if target else "",
+        DEFAULTS=_bump_defaults(target, platform) if target else "",
+    )
+
+
+def _substitute(
+    name: str,
+    install: str | None,
+    default_branch: str,
+    action: str | None,
+    repository: str | None,
+    cache_dir: str,
+    **values: str,
+) -> str:
     template = Template(files("llamapin").joinpath(f"templates/{name}.yml").read_text())
     guard = (
         f"github.repository == '{check_repository(repository)}'"
@@ -219,13 +262,120 @@ def render(
     )
     return template.safe_substitute(
         VERSION=__version__,
-        RUNNER=runner_for(platform),
         INSTALL_STEP=install_step(install, action),
         DEFAULT_BRANCH=check_branch(default_branch),
         REPO_GUARD=guard,
         CACHE_PATH=cache_path(cache_dir),
-        RUNTIME_STEP=runtime_step(ensure_command),
+        **values,
     )
+
+
+def _bump_defaults(target: str, platform: str) -> str:
+    """The bump workflow's lines for a config with targets: which one it gates, and bash as
+    every step's shell (whatever the runner's default)."""
+    plain = _plain(platform, _RUNNER_LABEL, "platform")
+    named = target if plain == target else f"{target} ({plain})"
+    return (
+        "\n# The config declares targets: the bump pins every target, and installs and gates\n"
+        f"# the candidate for {named} on that target's runner.\n"
+        "defaults:\n  run:\n    shell: bash\n"
+    )
+
+
+# A target's name and runner as written into a workflow: nothing YAML, a shell or an
+# expression reads as code (the config checks both on load; this checks them again).
+_TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
+_RUNNER_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def _plain(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.match(value):
+        raise ConfigError(
+            f"{what} {value[:80]!r} cannot be written into a workflow",
+            "it holds characters other than letters, digits, '.', '_' and '-'",
+            f"Fix the {what} in the config's [targets] table",
+        )
+    return value
+
+
+def bump_target(cfg: Config) -> str:
+    """The target the bump workflow installs and gates candidates for (it pins them all):
+    a gated one before an ungated one, linux-x64 (the cheapest runner, where upstream's
+    builds are tested most) before another Linux, Linux before other systems, then by name."""
+    targets = cfg.shared.targets
+
+    def rank(name: str) -> tuple[bool, bool, bool, str]:
+        platform = targets[name].platform
+        return (not targets[name].gated, platform != "linux-x64", "linux" not in platform, name)
+
+    return min(targets, key=rank)
+
+
+def matrix_entries(cfg: Config) -> list[dict[str, str | bool]]:
+    """One gate job per target: its name, runner, whether it is gated and whether it
+    declares a library list to compare (drift)."""
+    out: list[dict[str, str | bool]] = []
+    for view in cfg.shared.views():
+        name = view.target_name
+        runner = _plain(cfg.shared.targets[name].ci_runner(), _RUNNER_LABEL, "runner")
+        _plain(name, _TARGET_NAME, "target")
+        drift = view.bundle.frameworks_file is not None
+        out.append({"target": name, "runner": runner, "gated": view.gated, "drift": drift})
+    return out
+
+
+def _matrix_yaml(entries: list[dict[str, str | bool]]) -> str:
+    lines = []
+    for entry in entries:
+        for i, (key, value) in enumerate(entry.items()):
+            lead = "          - " if i == 0 else "            "
+            lines.append(f"{lead}{key}: {json.dumps(value)}")
+    return "\n".join(lines)
+
+
+def render_all(
+    cfg: Config, install: str | None, default_branch: str, action: str | None = None
+) -> dict[str, str]:
+    """Both workflows for a config: without targets, one gate job on the engine's platform;
+    with targets, a gate job per target (a matrix) and one combined check, and a bump
+    workflow that gates on one target's runner (``bump_target``)."""
+    shared = cfg.shared
+    repo, cache = shared.forge.repo, shared.cache_dir
+    if not shared.targets:
+        platform, command = shared.engine.resolved_platform(), shared.ensure.command
+        return {
+            GATE_PATH: render(
+                "gate", platform, install, default_branch, action, repo, cache, command
+            ),
+            BUMP_PATH: render(
+                "bump", platform, install, default_branch, action, repo, cache, command
+            ),
+        }
+    entries = matrix_entries(shared)
+    host = bump_target(shared)
+    gate = _substitute(
+        "gate-targets",
+        install,
+        default_branch,
+        action,
+        repo,
+        cache,
+        MATRIX=_matrix_yaml(entries),
+        RUNTIME_STEP=runtime_steps([v.ensure.command for v in shared.views()]),
+    )
+    bump = render(
+        "bump",
+        shared.targets[host].platform,
+        install,
+        default_branch,
+        action,
+        repo,
+        cache,
+        shared.for_target(host).ensure.command,
+        runner=shared.targets[host].ci_runner(),
+        target=host,
+    )
+    return {GATE_PATH: gate, BUMP_PATH: bump}
 
 
 def _no_links(root: Path, rel: str) -> Path:
