@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,33 +29,13 @@ from llamapin.engine.bundle import MANIFEST
 from llamapin.fetch import sha256_file
 from llamapin.pin import Asset, Pin, write_lock
 from tests.conftest import COMMIT_10068, CliResult, FileServer, llvm_tool
+from tests.release_archives import ARM_EXE, ARM_LIBS
+from tests.release_archives import macos_release_zip as release_zip
 
 pytestmark = pytest.mark.engine
 
-ARM_EXE = "_pywhispercpp.cpython-311-darwin.so"  # arm64 MH_BUNDLE, signed, needs macOS 11.0
-ARM_LIBS = "pywhispercpp/.dylibs"  # the six signed arm64 dylibs it loads by @loader_path
 TAG = "b10068"
 SYSTEM = ("/usr/lib/", "/System/")
-
-
-def release_zip(tree: Path, dest: Path, exe: str = ARM_EXE, libs: str = ARM_LIBS) -> Path:
-    """An upstream-shaped macOS release archive: ``build/bin/llama-server`` and its dylibs,
-    plus files the engine does not need (unlinked duplicates and a text file) to prune."""
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
-
-        def add(src: Path, arcname: str) -> None:
-            info = zipfile.ZipInfo(arcname)
-            info.external_attr = 0o100755 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, src.read_bytes())
-
-        add(tree / exe, "build/bin/llama-server")
-        for lib in sorted((tree / libs).iterdir()):
-            add(lib, f"build/bin/{libs}/{lib.name}")
-        for extra in sorted(tree.glob("lib*.dylib"))[:3]:
-            add(extra, f"build/bin/{extra.name}")
-        zf.writestr("build/bin/LICENSE", "MIT\n")
-    return dest
 
 
 def project(root: Path, pin: Pin, cache: Path, **sections: dict[str, Any]) -> Path:

@@ -5,47 +5,24 @@ package-index wheel, served over HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import pefile  # type: ignore[import-untyped]
 import pytest
 
 from llamapin.engine.bundle import MANIFEST
 from llamapin.engine.sources import cudart_asset_name, release_keys, windows_asset_name
-from llamapin.fetch import sha256_file
 from llamapin.pin import Asset, Pin, write_lock
 from tests.conftest import COMMIT_10068, FileServer
 from tests.integration.test_ensure import project
+from tests.release_archives import serve_release as serve
+from tests.release_archives import unsigned, zip_tree
 from tests.unit import test_pe_closure
 from tests.unit.test_pe_closure import EXPECTED_LIBS, release_tree, rename_imports
 
 win_files = test_pe_closure.win_files  # the real Windows DLLs, a session fixture
 
-DOWNLOAD = "/ggml-org/llama.cpp/releases/download/b10068/"
 BUNDLE = ".llamapin/engine"
-
-
-def unsigned(signed: bytes) -> bytes:
-    """The file as it was before it was signed: no security directory, no certificate."""
-    image = pefile.PE(data=signed, fast_load=True)
-    offset = image.OPTIONAL_HEADER.DATA_DIRECTORY[4].VirtualAddress
-    image.OPTIONAL_HEADER.DATA_DIRECTORY[4].VirtualAddress = 0
-    image.OPTIONAL_HEADER.DATA_DIRECTORY[4].Size = 0
-    return bytes(image.write())[:offset]
-
-
-def zip_tree(tree: Path, archive: Path) -> Path:
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
-        for path in sorted(tree.iterdir()):
-            out.write(path, path.name)  # upstream's Windows zips have no top folder
-    return archive
-
-
-def serve(served: FileServer, archive: Path) -> Asset:
-    served.add(DOWNLOAD + archive.name, archive.read_bytes())
-    return Asset(archive.name, sha256_file(archive), archive.stat().st_size)
 
 
 def windows_project(

@@ -27,6 +27,7 @@ from llamapin.engine.closure import compute, find_binary, host_system_check
 from llamapin.errors import BinaryFormatError, ClosureError, SignatureError
 from llamapin.fetch import Cache
 from tests.conftest import index_blob
+from tests.release_archives import zip_tree
 
 WIN_WHEEL = (
     "pywhispercpp",
@@ -140,12 +141,7 @@ def release_tree(files: dict[str, bytes], dest: Path) -> Path:
 
 
 def release_zip(files: dict[str, bytes], work: Path, name: str) -> Path:
-    tree = release_tree(files, work / "tree")
-    archive = work / name
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
-        for path in sorted(tree.iterdir()):
-            out.write(path, path.name)
-    return archive
+    return zip_tree(release_tree(files, work / "tree"), work / name)
 
 
 EXPECTED_LIBS = [
