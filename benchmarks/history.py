@@ -48,12 +48,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llamapin.config import EngineConfig, UpstreamConfig
+from llamapin.engine.sources import source_for
 from llamapin.fetch import Cache, IndexFile, client, download, index_files, normalize
 from llamapin.pin import Pin
 from llamapin.upstream import archs as arch_table
 from llamapin.upstream import changes
 from llamapin.upstream.changes import backends_for, classify, relevance, tree_diff
-from llamapin.upstream.check import Build, Screened, decide, index_builds
+from llamapin.upstream.feeds import Build, index_builds
+from llamapin.upstream.rules import Screened, decide
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noise import BUILDS as NOISE_BUILDS
@@ -76,7 +78,10 @@ def build_backends() -> dict[str, frozenset[str]]:
     up = UpstreamConfig()
     out = {
         name: backends_for(
-            up.backends, eng.source, eng.package, eng.resolved_platform(), eng.cmake_args
+            up.backends,
+            source_for(eng.source).backend_names(eng),
+            eng.resolved_platform(),
+            eng.cmake_args,
         )
         for name, eng in BUILD_CONFIGS.items()
     }

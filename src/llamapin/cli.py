@@ -704,8 +704,8 @@ def check_model(state: State, model: Path, as_json: bool) -> None:
 
 def _upstream(state: State, http: Any, pin: Pin) -> Any:
     from llamapin.fetch import Cache
-    from llamapin.upstream.check import Upstream
     from llamapin.upstream.github import EtagStore, GitHub
+    from llamapin.upstream.service import Upstream
 
     cfg = state.config
     cache = Cache(Path(cfg.cache_dir).expanduser())
@@ -753,7 +753,8 @@ NOW_HELP = "Decide as if it were this time (ISO 8601; default: now). For replayi
 @click.pass_obj
 def check(state: State, as_json: bool, now_text: str | None) -> None:
     from llamapin.fetch import client
-    from llamapin.upstream.check import decision_dict, decision_text, run_check
+    from llamapin.upstream.check import run_check
+    from llamapin.upstream.render import decision_dict, decision_text
 
     pin, _ = state.pin()
     cooldown = state.config.upstream.cooldown_days
@@ -781,7 +782,7 @@ def check(state: State, as_json: bool, now_text: str | None) -> None:
     "platforms",
     multiple=True,
     help="Also pin the assets of this platform (e.g. macos-arm64); repeatable. "
-    "Default: engine.platform only.",
+    "Default: every target's platform (without targets: engine.platform).",
 )
 @json_option('Print what was written as JSON (on failure: {"error": {what, why, fix}}).')
 @target_option

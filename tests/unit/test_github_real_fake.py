@@ -19,7 +19,7 @@ import pytest
 from llamapin.errors import ForgeError
 from llamapin.fetch import client
 from llamapin.upstream import github_models as api
-from llamapin.upstream.check import build_from_release, github_builds
+from llamapin.upstream.feeds import build_from_release, github_builds
 from llamapin.upstream.github import EtagStore, GitHub
 from tests.conftest import FileServer
 from tests.fakes.github import RATE_HEADERS, Call, FakeGitHub

@@ -30,8 +30,9 @@ from llamapin.upstream.bump import (
     result_of,
 )
 from llamapin.upstream.changes import Relevance
-from llamapin.upstream.check import Build, Screened, screen
+from llamapin.upstream.feeds import Build
 from llamapin.upstream.github import GitHub
+from llamapin.upstream.rules import Screened, screen
 
 BRANCH = "llamapin/bump-b10088"
 PR = PrFact(7, "https://github.com/acme/app/pull/7")

@@ -11,7 +11,8 @@ from llamapin.config import Config
 from llamapin.errors import ConfigError
 from llamapin.fetch import IndexFile
 from llamapin.pin import Asset, Pin
-from llamapin.upstream.check import Build, FeedAsset, Lookup, resolve_asset
+from llamapin.upstream.assets import Lookup, resolve_asset
+from llamapin.upstream.feeds import Build, FeedAsset
 from llamapin.upstream.lock import Locked, lock_keys, locked_text, missing_error
 
 BUILD = Build(10069, "b10069", datetime(2026, 7, 20, tzinfo=UTC))

@@ -29,7 +29,10 @@ from llamapin.pin import Asset, Pin, read_lock
 from llamapin.report import junit, markdown
 from llamapin.saferegex import asset_pattern, compile_user
 from llamapin.upstream import bump as bp
-from llamapin.upstream.check import Build, Decision, FeedAsset, Lookup, Summary, resolve_asset
+from llamapin.upstream.assets import Lookup, resolve_asset
+from llamapin.upstream.feeds import Build, FeedAsset
+from llamapin.upstream.render import Summary
+from llamapin.upstream.rules import Decision
 
 LLAMAPIN = [sys.executable, "-m", "llamapin"]
 EVIL = "(a+)+$"  # exponential in a backtracking engine on 'aaaa...ab'

@@ -425,11 +425,12 @@ def test_timed_out_command_takes_its_whole_group(tmp_path: Path) -> None:
         }
     )
     (tmp_path / "o").mkdir()
-    from llamapin.engine.ensure import _run_delegate
+    from llamapin.engine.sources import run_command
+    from llamapin.fetch import Cache
     from llamapin.pin import Pin
 
     with pytest.raises(BundleError, match="timed out"):
-        _run_delegate(cfg, tmp_path, Pin("b1", "0" * 40, {}), lambda _: None)
+        run_command(cfg.ensure, Cache(tmp_path / "cache"), tmp_path, Pin("b1", "0" * 40, {}), print)
     assert wait_gone(read_pid(pidfile))
 
 

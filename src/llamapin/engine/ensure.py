@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
-import shlex
 import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,10 +23,9 @@ from llamapin.engine import bundle as bnd
 from llamapin.engine import macos, pe
 from llamapin.engine.binfmt import Format, sniff
 from llamapin.engine.closure import Closure, compute, find_binary, host_system_check
-from llamapin.engine.sources import Context, source_for
+from llamapin.engine.sources import Context, EngineSource, source_of
 from llamapin.errors import BundleError, ClosureError, EngineError, IntegrityError
 from llamapin.fetch import Cache, client
-from llamapin.inert import terminal
 from llamapin.paths import bundle_relative, contained
 from llamapin.pin import Pin, pin_to_dict
 from llamapin.procenv import env_for
@@ -242,91 +237,8 @@ def closure_dict(closure: Closure) -> dict[str, object]:
     return out
 
 
-class _Echo:
-    """Lines a running command appends to its log, echoed as they come (untrusted text,
-    made inert for a terminal or a CI log)."""
-
-    def __init__(self, log: Path, say: Callable[[str], None]) -> None:
-        self.log, self.say, self.offset, self.partial = log, say, 0, b""
-
-    def __call__(self) -> None:
-        with self.log.open("rb") as handle:
-            handle.seek(self.offset)
-            block = handle.read()
-        self.offset += len(block)
-        *lines, self.partial = (self.partial + block).split(b"\n")
-        for line in lines:
-            self.say("  | " + terminal(line.decode("utf-8", "replace")))
-
-    def finish(self) -> None:
-        self()
-        if self.partial:
-            self.say("  | " + terminal(self.partial.decode("utf-8", "replace")))
-
-
-def delegate_log(cfg: Config) -> Path:
-    """A new log file for one run of the project's ensure command, in llamapin's cache."""
-    logs = Path(cfg.cache_dir).expanduser() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    fd, name = tempfile.mkstemp(prefix=f"ensure-command-{stamp}-", suffix=".log", dir=logs)
-    os.close(fd)
-    return Path(name)
-
-
-def _run_delegate(cfg: Config, root: Path, pin: Pin, say: Callable[[str], None]) -> None:
-    """Run ``ensure.command`` with its output streamed live and kept in a log file whose
-    path is printed first, within ``ensure.timeout_s``."""
-    assert cfg.ensure.command is not None
-    env = env_for(
-        "delegate",
-        extra=cfg.ensure.env,
-        values={
-            "LLAMAPIN_BUILD": pin.build,
-            "LLAMAPIN_COMMIT": pin.commit,
-            "LLAMAPIN_BUILD_NUMBER": str(pin.number),
-        },
-    )
-    log = delegate_log(cfg)
-    say(f"run the project's ensure command: {cfg.ensure.command} (log: {log})")
-    echo = _Echo(log, say)
-    try:
-        with log.open("ab") as out:
-            proc = lifetime.run(
-                shlex.split(cfg.ensure.command),
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=cfg.ensure.timeout_s,
-                tick=echo,
-            )
-    except FileNotFoundError as exc:
-        raise BundleError(
-            "the project's ensure command did not start",
-            str(exc),
-            "Fix ensure.command in the config (it runs from the project root)",
-        ) from None
-    except subprocess.TimeoutExpired:
-        echo.finish()
-        raise BundleError(
-            "the project's ensure command timed out",
-            f"it ran past {cfg.ensure.timeout_s:.0f} s and was stopped; its output is in {log}",
-            "Raise ensure.timeout_s or fix the script",
-        ) from None
-    echo.finish()
-    if proc.returncode != 0:
-        raise BundleError(
-            "the project's ensure command failed",
-            f"{cfg.ensure.command!r} exited {proc.returncode}; its output is in {log}",
-            "Fix the script; llamapin verifies its output only after it succeeds",
-            detail=terminal(log.read_text(errors="replace")[-3000:]),
-        )
-
-
 def _delegated(
-    cfg: Config, root: Path, pin: Pin, key: str, say: Callable[[str], None]
+    cfg: Config, root: Path, pin: Pin, key: str, source: EngineSource, say: Callable[[str], None]
 ) -> EnsureResult:
     if not cfg.ensure.output:
         raise BundleError(
@@ -336,17 +248,26 @@ def _delegated(
         )
     out = bnd.check_target(root, cfg.ensure.output, "ensure.output", protected_paths(cfg, root))
     with bnd.locked(out):  # two ensures must not run the script into one directory at once
-        return _delegated_locked(cfg, root, pin, key, out, say)
+        return _delegated_locked(cfg, root, pin, key, out, source, say)
 
 
 def _delegated_locked(
-    cfg: Config, root: Path, pin: Pin, key: str, out: Path, say: Callable[[str], None]
+    cfg: Config,
+    root: Path,
+    pin: Pin,
+    key: str,
+    out: Path,
+    source: EngineSource,
+    say: Callable[[str], None],
 ) -> EnsureResult:
-    _run_delegate(cfg, root, pin, say)
+    cache = Cache(Path(cfg.cache_dir).expanduser())
+    plat = cfg.engine.resolved_platform()
+    with client() as http:
+        ctx = Context(pin, cfg.engine, plat, cache, http, Limits(), say, root, cfg.ensure)
+        tree = source.materialize(ctx)
     try:
         found = find_binary(out, cfg.engine.binary)
     except ClosureError:
-        plat = cfg.engine.resolved_platform()
         raise BundleError(
             f"the project's ensure command produced no {cfg.engine.binary} for {plat}",
             f"it succeeded, but {out} holds nothing named {cfg.engine.binary} (or .exe)",
@@ -364,7 +285,7 @@ def _delegated_locked(
     manifest = bnd.Manifest(
         key=key,
         pin=pin_to_dict(pin)["pin"],
-        source={"kind": "command", "command": cfg.ensure.command},
+        source={"kind": tree.kind, "command": cfg.ensure.command},
         binary=str(binary.relative_to(out)),
         files=bnd.file_table(out),
         closure=closure_dict(closure),
@@ -377,7 +298,7 @@ def _delegated_locked(
         binary,
         False,
         manifest,
-        "command",
+        tree.kind,
         signatures=signatures,
         build_info=prov.info,
         notes=[prov.note, *pe.signature_note(pe.signature_report(out))],
@@ -401,8 +322,9 @@ def ensure(
     plat = plat or cfg.engine.resolved_platform()
     key = stamp_key(cfg, pin, plat)
     bundle_relative(cfg.engine.binary, "engine.binary")
-    if cfg.ensure.command:
-        return _delegated(cfg, root, pin, key, say)
+    source = source_of(cfg.engine, cfg.ensure)
+    if source.in_place:  # the project's own command fills ensure.output; verified there
+        return _delegated(cfg, root, pin, key, source, say)
     target = bnd.check_target(root, cfg.bundle.dir, "bundle.dir", protected_paths(cfg, root))
     bnd.check_contents(target, "bundle.dir")  # before anything is created, fetched or moved
     with bnd.locked(target):
@@ -425,7 +347,7 @@ def ensure(
         limits = Limits(cfg.bundle.max_files, cfg.bundle.max_bytes)
         with client() as http:
             ctx = Context(pin, cfg.engine, plat, cache, http, limits, say)
-            tree = source_for(cfg.engine.source).materialize(ctx)
+            tree = source.materialize(ctx)
         binary = contained(find_binary(tree.path, cfg.engine.binary), tree.path, "engine.binary")
         closure = compute(tree.path, binary, host_system_check)
         layout = bnd.Layout(cfg.bundle.layout, cfg.bundle.rpath)

