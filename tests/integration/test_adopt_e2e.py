@@ -27,7 +27,14 @@ from llamapin.pin import read_lock
 from llamapin.workflows import BUMP_PATH, GATE_PATH
 from tests.conftest import COMMIT_10068, SKULK
 from tests.fakes.github import FakeGitHub
-from tests.integration.test_upstream import APP, LLAMA, PUBLISHED, git, when, writes
+from tests.gitremote import git, publish
+from tests.integration.test_upstream import (
+    APP,
+    LLAMA,
+    PUBLISHED,
+    when,
+    writes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "ghs_e2efaketoken000000000000000000000000"  # noqa: S105  # the fake's
@@ -87,12 +94,7 @@ def tauri_app(tmp_path: Path, github: FakeGitHub) -> tuple[Path, Path]:
     (root / "src-tauri" / "tauri.conf.json").write_text(json.dumps(conf, indent=2))
     (root / "scripts" / "ensure-llama-server.ts").write_text(ENGINE_TS)
     (root / ".gitignore").write_text("node_modules/\n.llamapin/\n")
-    git(root, "init", "--quiet", "-b", "main")
-    git(root, "add", ".")
-    git(root, "commit", "--quiet", "-m", "app")
-    git(root, "remote", "add", "origin", str(bare))
-    git(root, "push", "--quiet", "origin", "main")
-    github.repo(APP, bare=bare)
+    publish(root, bare, github, APP)
     return root, bare
 
 

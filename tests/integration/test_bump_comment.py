@@ -16,8 +16,9 @@ import pytest
 
 from llamapin.upstream.pr_comment import MARKER
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git
 from tests.integration.test_sec_bump import SECRET, prepare, publish, release_app
-from tests.integration.test_upstream import APP, LATER, git
+from tests.integration.test_upstream import APP, LATER
 
 __all__ = ["release_app"]  # the fixture, shared with test_sec_bump
 

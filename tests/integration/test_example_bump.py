@@ -20,8 +20,9 @@ import pytest
 from llamapin.pin import read_lock
 from tests.conftest import COMMIT_10068, COMMIT_10434, SKULK, CliResult
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git
 from tests.integration.test_example_thuki import copy_example
-from tests.integration.test_upstream import APP, LLAMA, git
+from tests.integration.test_upstream import APP, LLAMA
 from tests.integration.test_upstream_truth import WHEEL_10434
 from tests.release_archives import upstream_archives
 from tests.unit import test_pe_closure

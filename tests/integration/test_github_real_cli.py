@@ -28,6 +28,7 @@ from llamapin.upstream.github import EtagStore, GitHub
 from llamapin.upstream.service import Upstream, summarize
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git, publish
 from tests.integration.test_ensure import project
 
 LLAMA = "ggml-org/llama.cpp"
@@ -40,16 +41,6 @@ NOW = "2026-07-30T00:00:00Z"
 @pytest.fixture(autouse=True)
 def no_ambient_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def sections(github: FakeGitHub) -> dict[str, Any]:
@@ -78,12 +69,7 @@ def app(tmp_path: Path, github: FakeGitHub) -> tuple[Path, Path]:
     # into a 304.
     root = project(tmp_path / "app", PIN, cache=str(tmp_path / "cache"), **sections(github))
     (root / ".gitignore").write_text(".llamapin/\n")
-    git(root, "init", "--quiet", "-b", "main")
-    git(root, "add", ".")
-    git(root, "commit", "--quiet", "-m", "app")
-    git(root, "remote", "add", "origin", str(bare))
-    git(root, "push", "--quiet", "origin", "main")
-    github.repo(APP, bare=bare)
+    publish(root, bare, github, APP)
     upstream_fixtures(github)
     return root, bare
 

@@ -17,6 +17,7 @@ from llamapin.config import load_config
 from llamapin.upstream.bump import worktree_path
 from tests.conftest import CliResult
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git
 from tests.integration.test_ensure import SOURCE_PIN, project
 from tests.integration.test_sec_bump import refs, release_app
 from tests.integration.test_upstream import (
@@ -26,7 +27,6 @@ from tests.integration.test_upstream import (
     PUBLISHED,
     commit_of,
     error_line,
-    git,
     when,
     writes,
 )

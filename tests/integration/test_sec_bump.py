@@ -23,6 +23,7 @@ from llamapin.pin import Asset, Pin
 from llamapin.upstream.bump import worktree_path
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git
 from tests.integration.test_upstream import (
     APP,
     LATER,
@@ -32,7 +33,6 @@ from tests.integration.test_upstream import (
     app_repo,
     commit_of,
     error_line,
-    git,
     when,
     writes,
 )

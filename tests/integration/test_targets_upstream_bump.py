@@ -24,6 +24,7 @@ from llamapin.engine.sources import cudart_asset_name, windows_asset_name
 from llamapin.pin import Asset, Pin, read_lock, write_lock
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git, publish
 from tests.integration.test_sec_bump import engine_zip
 from tests.integration.test_upstream import (
     APP,
@@ -33,7 +34,6 @@ from tests.integration.test_upstream import (
     SUBJECTS,
     commit_of,
     error_line,
-    git,
     upstream_cfg,
     when,
     writes,
@@ -131,12 +131,7 @@ def app(
     write_lock(root / "llamapin.lock", pin_of(built[10068], 10068))
     (root / "llamapin.toml").write_text(tomli_w.dumps(config))
     (root / ".gitignore").write_text(".llamapin/\n")
-    git(root, "init", "--quiet", "-b", "main")
-    git(root, "add", ".")
-    git(root, "commit", "--quiet", "-m", "app")
-    git(root, "remote", "add", "origin", str(bare))
-    git(root, "push", "--quiet", "origin", "main")
-    github.repo(APP, bare=bare)
+    publish(root, bare, github, APP)
     for n in (10068, 10088):
         github.add_release(LLAMA, f"b{n}", commit_of(n), when(PUBLISHED[n]), built[n])
         github.add_compare(LLAMA, COMMIT_10068, commit_of(n), SUBJECTS, ["src/llama.cpp"])

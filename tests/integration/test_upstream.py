@@ -20,6 +20,7 @@ from llamapin.errors import ConfigError
 from llamapin.pin import Asset, Pin
 from tests.conftest import COMMIT_10068, CliResult
 from tests.fakes.github import FakeGitHub
+from tests.gitremote import git, publish
 from tests.integration.test_ensure import SOURCE_PIN, project
 
 LLAMA = "ggml-org/llama.cpp"
@@ -260,16 +261,6 @@ def test_index_feed_reads_builds_from_the_package_index(tmp_path: Path, run_cli:
 # --- bump --------------------------------------------------------------------------------------
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
 ENGINE_TS = 'export const LLAMA_BUILD = "b10068";\nexport const LLAMA_COMMIT = "{commit}";\n'
 
 
@@ -293,12 +284,7 @@ def app_repo(
     (root / "src").mkdir()
     (root / "src/engine.ts").write_text(ENGINE_TS.replace("{commit}", COMMIT_10068))
     (root / ".gitignore").write_text(".llamapin/\n")
-    git(root, "init", "--quiet", "-b", "main")
-    git(root, "add", ".")
-    git(root, "commit", "--quiet", "-m", "app")
-    git(root, "remote", "add", "origin", str(bare))
-    git(root, "push", "--quiet", "origin", "main")
-    github.repo(APP, bare=bare)
+    publish(root, bare, github, APP)
     return root, bare
 
 
