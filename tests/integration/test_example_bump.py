@@ -177,6 +177,7 @@ def test_check_and_bump_pin_every_target_in_one_pr(
     # The stand-in macOS build loads other dylibs than the ones Thuki's list names: the PR
     # says what to change in tauri.conf.json.
     (mac,) = [x for x in sections if x.startswith("`macos-arm64`")]
+    assert "unchanged, but the declared list already differs from it" in mac
     assert "in `src-tauri/tauri.conf.json`, `bundle.macOS.frameworks`:" in mac
     assert "- remove `libllama.0.dylib`" in mac
     # The gate ran on the linux-x64 target (this host's); a draft unless it passed.

@@ -268,6 +268,11 @@ def test_closure_and_body_rendering(tmp_path: Path) -> None:
     assert "- new library: `b.so`" in text and "exactly the libraries listed" in text
     gone = bp.closure_markdown(bp.closure_change(["a.so", "c.so"], ["a.so"], None), cfg)
     assert "- library no longer needed: `c.so`" in gone
+    # unchanged, but the declared list was already off: says so, not "nothing to do"
+    listed = Config.model_validate({"bundle": {"frameworks_file": "tauri.conf.json"}})
+    off = bp.closure_markdown(bp.closure_change(["a.so"], ["a.so"], ["a.so", "z.so"]), listed)
+    assert off.startswith("The shared-library closure is unchanged, but the declared list already")
+    assert "nothing to re-bundle" not in off and "- remove `z.so`" in off
     summary = Summary("https://x/compare/a...b", 3, {"server": ["server : x"]}, None, None, [], [])
     verdict = Verdict(
         "fail",

@@ -127,14 +127,20 @@ def closure_change(old: list[str], new: list[str], declared: list[str] | None) -
 
 def closure_markdown(change: ClosureChange, cfg: Config) -> str:
     lines = []
-    if not change.added and not change.removed:
+    where = cfg.bundle.frameworks_file
+    listed_off = bool(where and (change.declared_missing or change.declared_extra))
+    if not change.added and not change.removed and listed_off:
+        lines.append(
+            "The shared-library closure is unchanged, but the declared list already differs "
+            "from it (before this bump):"
+        )
+    elif not change.added and not change.removed:
         lines.append("The shared-library closure is unchanged: nothing to re-bundle or re-sign.")
     for name in change.added:
         lines.append(f"- new library: `{name}`")
     for name in change.removed:
         lines.append(f"- library no longer needed: `{name}`")
-    where = cfg.bundle.frameworks_file
-    if where and (change.declared_missing or change.declared_extra):
+    if listed_off:
         lines.append("")
         lines.append(f"**Remediation**: in `{where}`, `{cfg.bundle.frameworks_path}`:")
         lines += [f"- add `{n}`" for n in change.declared_missing]
