@@ -896,6 +896,13 @@ def bump(
             "Pass --to to 'llamapin bump --prepare DIR'",
         )
     cfg = state.config
+    if publish_dir is None and not cfg.gated:  # publish only verifies and pushes: no gate
+        raise ConfigError(
+            f"target {cfg.target} is not gated",
+            "bump gates the candidate on the target it acts on, and "
+            f"[targets.{cfg.target}] sets gated = false",
+            "Pass --target with a gated target (the bump pins every target's assets either way)",
+        )
     pin, _ = state.pin()
     now = _now(now_text)
 

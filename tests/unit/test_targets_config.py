@@ -163,3 +163,14 @@ def test_the_gate_refuses_a_target_that_is_not_gated(
     res = run_cli("--root", str(tmp_path), "gate", "--target", "macos-arm64")
     assert res.code == 2
     assert res.err.startswith("error: target macos-arm64 is not gated: [targets.macos-arm64] sets")
+
+
+def test_bump_refuses_to_gate_a_target_that_is_not_gated(
+    tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    three(tmp_path)
+    for extra in (["--dry-run"], ["--prepare", str(tmp_path / "out")]):
+        res = run_cli("--root", str(tmp_path), "bump", "--target", "macos-arm64", *extra)
+        assert res.code == 2, res
+        assert res.err.startswith("error: target macos-arm64 is not gated: bump gates")
+    assert not (tmp_path / "out").exists()
