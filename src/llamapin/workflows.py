@@ -303,6 +303,13 @@ def bump_target(cfg: Config) -> str:
     a gated one before an ungated one, linux-x64 (the cheapest runner, where upstream's
     builds are tested most) before another Linux, Linux before other systems, then by name."""
     targets = cfg.shared.targets
+    if not any(t.gated for t in targets.values()):
+        raise ConfigError(
+            "no target is gated",
+            "the bump workflow gates each candidate on a gated target, and every target in "
+            "the config sets gated = false",
+            "Set gated = true on the target whose runner should gate bumps (e.g. linux-x64)",
+        )
 
     def rank(name: str) -> tuple[bool, bool, bool, str]:
         platform = targets[name].platform

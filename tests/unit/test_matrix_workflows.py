@@ -215,6 +215,16 @@ def test_bump_gates_on_the_linux_target(tmp_path: Path, run_cli: Any) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_init_refuses_a_config_where_no_target_is_gated(tmp_path: Path) -> None:
+    """bump (and so its workflow) gates every candidate: some target must be gated."""
+    (tmp_path / "llamapin.toml").write_text(
+        '[targets.w]\nplatform = "windows-x64"\ngated = false\n'
+        '[targets.l]\nplatform = "linux-x64"\ngated = false\n'
+    )
+    with pytest.raises(ConfigError, match="no target is gated: the bump workflow gates"):
+        render_all(load_config(tmp_path), "llamapin==1.2.3", "main")
+
+
 @pytest.mark.parametrize(
     ("targets", "chosen", "runner"),
     [
@@ -222,7 +232,6 @@ def test_bump_gates_on_the_linux_target(tmp_path: Path, run_cli: Any) -> None:
         ({"l": ("linux-x64", False), "m": ("macos-arm64", True)}, "m", "macos-15"),
         ({"a": ("linux-arm64", True), "b": ("linux-x64", True)}, "b", "ubuntu-24.04"),
         ({"a": ("linux-arm64", True), "w": ("windows-x64", True)}, "a", "ubuntu-24.04-arm"),
-        ({"w": ("windows-x64", False), "l": ("linux-x64", False)}, "l", "ubuntu-24.04"),
         ({"w": ("windows-x64", True)}, "w", "windows-2022"),
     ],
 )
