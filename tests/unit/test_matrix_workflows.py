@@ -137,6 +137,13 @@ def test_each_target_job_has_its_runner_target_and_cache(tmp_path: Path, run_cli
     assert [e["gated"] for e in include["matrix"]["include"]] == [True, True, False]
 
 
+def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A workflow step's script, run as the runner runs it (bash -e)."""
+    return subprocess.run(
+        ["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
 def test_the_target_steps_run_with_the_same_config(tmp_path: Path, run_cli: Any) -> None:
     """Each job's pin-copy step, run by bash as the runner would with the job's env, reaches
     llamapin with that job's target (a wrong name would be a one-line error, exit 2)."""
@@ -145,25 +152,11 @@ def test_the_target_steps_run_with_the_same_config(tmp_path: Path, run_cli: Any)
     for name, job in jobs_per_target(read(root, GATE_PATH)).items():
         script = step(job, "Check pin copies")["run"]
         env = {**os.environ, **job["env"], "PATH": f"{BIN}:{os.environ['PATH']}"}
-        done = subprocess.run(
-            ["bash", "-e", "-c", script],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = bash(script, root, env)
         assert done.returncode == 0, done.stderr
         assert "no locators configured" in done.stdout
         env["LLAMAPIN_TARGET"] = "nowhere"
-        done = subprocess.run(
-            ["bash", "-e", "-c", script],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = bash(script, root, env)
         assert done.returncode == 2
         assert "no target named 'nowhere'" in done.stderr, name
 
