@@ -66,14 +66,21 @@ def keys_for(engine: EngineConfig, platform: str) -> list[str]:
     return source_for(engine.source).asset_keys(engine, platform)
 
 
-def needs(cfg: Config, platforms: Sequence[str] = ()) -> list[Need]:
+def needs(cfg: Config, platforms: Sequence[str] = (), *, lock: bool = False) -> list[Need]:
     """Every asset key the config's targets install from (the union, each key once, with
-    the first target that needs it), then those of ``platforms`` as ``cfg`` installs."""
+    the first target that needs it), then those of ``platforms`` as ``cfg`` installs.
+    A target whose source no feed publishes is refused, in lock's words or in bump's."""
     out: dict[str, Need] = {}
     for view in cfg.shared.views():
         source = source_of(view.engine, view.ensure)  # the delegated command: engine.source's
         if not source.from_feed:
             of = "" if view.target is None else f" of target {view.target}"
+            if lock:
+                raise ConfigError(
+                    f"engine.source {view.engine.source!r}{of} has nothing to lock",
+                    "a local archive or directory has no upstream feed to read digests from",
+                    "Use engine.source release, wheel or source, or write llamapin.lock by hand",
+                )
             raise ConfigError(
                 f"engine.source {view.engine.source!r}{of} cannot be bumped",
                 "a local archive or directory has no upstream feed",

@@ -627,16 +627,7 @@ def make_commit(
     try:
         write_lock(wt / cfg.lock, new_pin)
         changed = [cfg.lock, *write_locators(wt, cfg.locator_list(), new_pin)]
-        of = f" for target {cfg.target}" if cfg.target else ""
-        say(f"ensure the candidate {new_pin.build}{of}")
-        cand = ensure(cfg, wt, new_pin, say=say)
-        say(f"ensure the current pin {pin.build}{of} as the baseline")
-        basel = ensure(cfg, root, pin, say=say)
-        change = closure_change(
-            list(basel.manifest.closure["libs"]),
-            list(cand.manifest.closure["libs"]),
-            _declared(cfg, wt),
-        )
+        cand, basel, change = ensure_pair(cfg, wt, root, pin, new_pin, say)
         verdict = gate(cfg, wt, new_pin, cand, basel)
         # Every other target after the gate: one that shares the gated target's bundle
         # directory replaces the engine the gate ran.
@@ -663,26 +654,34 @@ def make_commit(
     return Made(head, verdict, change, changed, targets)
 
 
+def ensure_pair(
+    view: Config, wt: Path, root: Path, pin: Pin, new_pin: Pin, say: Callable[[str], None]
+) -> tuple[EnsureResult, EnsureResult, ClosureChange]:
+    """Ensure one target's candidate (in the worktree) and baseline (in the checkout), and
+    the change of its closure against its declared list."""
+    of = f" for target {view.target}" if view.target else ""
+    say(f"ensure the candidate {new_pin.build}{of}")
+    cand = ensure(view, wt, new_pin, say=say)
+    say(f"ensure the current pin {pin.build}{of} as the baseline")
+    basel = ensure(view, root, pin, say=say)
+    old, new = basel.manifest.closure["libs"], cand.manifest.closure["libs"]
+    return cand, basel, closure_change(list(old), list(new), _declared(view, wt))
+
+
 def ensure_target(
     view: Config, wt: Path, root: Path, pin: Pin, new_pin: Pin, say: Callable[[str], None]
 ) -> TargetChange:
-    """Ensure one more target's candidate (in the worktree) and baseline (in the checkout),
-    and its closure change; a target this host cannot finish (a tool missing, a platform
-    the command does not build) is reported as not ensured. A digest or provenance that
-    does not match fails the bump."""
-    name = view.target_name
+    """One more target's ``ensure_pair``; a target this host cannot finish (a tool missing,
+    a platform the command does not build) is reported as not ensured. A digest or
+    provenance that does not match fails the bump."""
     try:
-        say(f"ensure the candidate {new_pin.build} for target {name}")
-        cand = ensure(view, wt, new_pin, say=say)
-        say(f"ensure the current pin {pin.build} for target {name} as the baseline")
-        basel = ensure(view, root, pin, say=say)
+        change = ensure_pair(view, wt, root, pin, new_pin, say)[2]
     except IntegrityError:
         raise
     except LlamapinError as exc:
-        say(f"target {name} not ensured on this host: {exc.line()}")
+        say(f"target {view.target_name} not ensured on this host: {exc.line()}")
         return TargetChange(view, None, skipped=exc.line())
-    old, new = basel.manifest.closure["libs"], cand.manifest.closure["libs"]
-    return TargetChange(view, closure_change(list(old), list(new), _declared(view, wt)))
+    return TargetChange(view, change)
 
 
 @dataclass(frozen=True)

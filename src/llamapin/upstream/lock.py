@@ -15,12 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llamapin.config import Config
-from llamapin.engine.sources import source_of
 from llamapin.errors import ConfigError, IntegrityError
 from llamapin.paths import inside_root
 from llamapin.pin import Pin, build_number, write_locators, write_lock
 from llamapin.upstream.assets import (
-    Need,
     assets_for,
     missing_error,
     needs,
@@ -43,24 +41,10 @@ class Locked:
     locators: list[str] | None = None  # files rewritten with --write; None without it
 
 
-def lock_needs(cfg: Config, platforms: list[str]) -> list[Need]:
-    """The asset keys every target's engine source installs from, then the named
-    platforms' (as ``cfg`` installs them), each with the target that resolves it."""
-    for view in cfg.shared.views():
-        if not source_of(view.engine, view.ensure).from_feed:
-            of = "" if view.target is None else f" of target {view.target}"
-            raise ConfigError(
-                f"engine.source {view.engine.source!r}{of} has nothing to lock",
-                "a local archive or directory has no upstream feed to read digests from",
-                "Use engine.source release, wheel or source, or write llamapin.lock by hand",
-            )
-    return needs(cfg, platforms)
-
-
 def lock_keys(cfg: Config, platforms: list[str]) -> list[str]:
     """The asset keys the engine sources install from, for every target and the named
     platforms."""
-    return [n.key for n in lock_needs(cfg, platforms)]
+    return [n.key for n in needs(cfg, platforms, lock=True)]
 
 
 def find_build(up: Upstream, tag: str) -> tuple[Build, str, str]:
@@ -96,7 +80,7 @@ def resolve_pin(up: Upstream, tag: str, platforms: list[str], current: Pin | Non
     saying which and what exists), other keys the current lock carries re-resolved or
     noted."""
     cfg = up.cfg
-    required = lock_needs(cfg, platforms)
+    required = needs(cfg, platforms, lock=True)
     names = {n.key for n in required}
     wanted = [k for k in sorted(current.assets) if k not in names] if current else []
     need_release = any(assets_for(n.key).from_release for n in required)
