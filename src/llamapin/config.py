@@ -311,7 +311,9 @@ class ForgeConfig(_Model):
 
 # A target's name and platform: lower-case words joined by dashes (macos-arm64, linux-x64,
 # windows-x64, linux-ci). Names go into CI job names, cache keys and branch-safe text.
-TargetName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+TARGET_NAME = r"[a-z0-9][a-z0-9-]{0,39}"
+RUNNER_LABEL = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # a CI runner label, as a workflow holds it
+TargetName = Annotated[str, Field(pattern=f"^{TARGET_NAME}$")]
 PLATFORM_PATTERN = r"^(auto|(linux|macos|win|windows)-(x64|arm64))$"
 RUNNERS = {
     "macos-arm64": "macos-15",
@@ -337,7 +339,7 @@ class TargetConfig(_Model):
     # false: CI still runs ensure, verify and drift on this target's runner, but no gate
     gated: bool = True
     # The CI runner label; None: the usual GitHub-hosted runner for the platform
-    runner: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    runner: Annotated[str, Field(pattern=f"^{RUNNER_LABEL}$")] | None = None
     engine: dict[str, Any] = Field(default_factory=dict)
     bundle: dict[str, Any] = Field(default_factory=dict)
     ensure: dict[str, Any] = Field(default_factory=dict)

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING
 
 from llamapin import __version__
+from llamapin.config import RUNNER_LABEL, TARGET_NAME, Config
 from llamapin.errors import ConfigError
-
-if TYPE_CHECKING:
-    from llamapin.config import Config
 
 GATE_PATH = ".github/workflows/llamapin-gate.yml"
 BUMP_PATH = ".github/workflows/llamapin-bump.yml"
@@ -284,8 +281,8 @@ def _bump_defaults(target: str, platform: str) -> str:
 
 # A target's name and runner as written into a workflow: nothing YAML, a shell or an
 # expression reads as code (the config checks both on load; this checks them again).
-_TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
-_RUNNER_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_TARGET_NAME = re.compile(rf"^{TARGET_NAME}\Z")
+_RUNNER_LABEL = re.compile(rf"^{RUNNER_LABEL}\Z")
 
 
 def _plain(value: str, pattern: re.Pattern[str], what: str) -> str:
