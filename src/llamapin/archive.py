@@ -517,11 +517,39 @@ def unpack_cached(
     try:
         unpack(archive, tmp, limits, kind=kind)
         (tmp / COMPLETE).write_text(key)
-        if not (dest / COMPLETE).is_file():  # else another run finished the same tree first
-            shutil.rmtree(dest, ignore_errors=True)  # a tree an older version left unfinished
-            tmp.rename(dest)
+        _place(archive, tmp, dest)
     except OSError as exc:
         raise _corrupt(archive, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _settle(tmp: Path, dest: Path) -> bool:
+    """Rename ``tmp`` to ``dest``; True when ``dest`` now holds a complete tree: ours, or the
+    same tree another run placed first (then ``tmp`` stays, for the caller to remove)."""
+    try:
+        tmp.rename(dest)
+    except OSError:
+        return (dest / COMPLETE).is_file()
+    return True
+
+
+def _place(archive: Path, tmp: Path, dest: Path) -> None:
+    """Move the finished tree ``tmp`` into place at ``dest``. Never deletes a tree in place:
+    a folder without the marker (an older version's unfinished tree) is first renamed aside,
+    in one step, under a dot-name, so a run that placed a complete tree meanwhile keeps it."""
+    if _settle(tmp, dest):
+        return
+    if dest.is_dir() and not dest.is_symlink():
+        aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+        with contextlib.suppress(OSError):  # another run set it aside first
+            dest.rename(aside / "tree")
+        shutil.rmtree(aside, ignore_errors=True)
+        if _settle(tmp, dest):
+            return
+    raise UnpackError(
+        f"cannot unpack {archive.name}",
+        f"{dest} is in the way and is not a finished tree of this cache",
+        f"Remove {dest} and run again",
+    )

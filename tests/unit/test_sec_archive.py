@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from llamapin.archive import COMPLETE, Limits, _BoundedReads, unpack, unpack_cached
+from llamapin.archive import COMPLETE, Limits, _BoundedReads, _place, unpack, unpack_cached
 from llamapin.errors import UnpackError
 
 SENTINEL = b"do not touch\n"
@@ -483,9 +483,32 @@ def test_cache_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
     trees = tmp_path / "trees2"
     trees.mkdir()
     (trees / sha(good)).write_bytes(b"a file where the tree belongs")
-    with pytest.raises(UnpackError, match="cannot unpack blob: NotADirectoryError"):
+    with pytest.raises(UnpackError, match="is in the way") as caught:
         unpack_cached(good, trees, sha(good), kind="x.tar.gz")
+    assert caught.value.line().startswith("cannot unpack blob:")
     assert [p.name for p in trees.iterdir()] == [sha(good)]
+    # An archive whose own member takes the marker's name cannot be marked complete.
+    marked = tar_of(tmp_path / "marked", [(COMPLETE, D, "", b""), ("f", F, "", b"x")])
+    with pytest.raises(UnpackError, match="cannot unpack marked: IsADirectoryError"):
+        unpack_cached(marked, trees, sha(marked), kind="x.tar.gz")
+    assert [p.name for p in trees.iterdir()] == [sha(good)]
+
+
+def test_placing_a_tree_never_deletes_one_another_run_placed(tmp_path: Path) -> None:
+    """The steps of a race, one at a time: another run's complete tree already sits where
+    ours goes (ours is left for removal, theirs kept); a tree that cannot be moved aside and
+    replaced is a clear error."""
+    ours, dest = tmp_path / ".ours", tmp_path / "k"
+    for tree, text in ((ours, "ours"), (dest, "theirs")):
+        (tree / "d").mkdir(parents=True)
+        (tree / COMPLETE).write_text(text)
+    _place(tmp_path / "blob", ours, dest)
+    assert (dest / COMPLETE).read_text() == "theirs" and ours.is_dir()
+    (dest / COMPLETE).unlink()  # now an unfinished tree, and nothing to put in its place
+    with pytest.raises(UnpackError, match="is in the way"):
+        _place(tmp_path / "blob", tmp_path / "gone", dest)
+    assert not dest.exists()  # the unfinished tree was set aside and removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ours"]
 
 
 RACER = textwrap.dedent(
