@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from llamapin.config import GateConfig, PerfConfig
-from llamapin.gate.run import GateInputs, run_gate
+from llamapin.gate.perf import busy_note, stalled
+from llamapin.gate.run import GateInputs, cpu_count, machine_load, run_gate
 from llamapin.gate.suite import load_suite
 from llamapin.pin import Pin
 from llamapin.report import junit, markdown
@@ -23,6 +24,8 @@ ENGINE = textwrap.dedent(
     # An engine-shaped HTTP server with fixed throughput and an optional memory ballast.
     import http.server, json, os, sys
     GEN_TPS = {gen!r}
+    STALL_EVERY = {stall_every!r}  # every nth timed request runs 10 times slower (0: never)
+    served = [0]
     BALLAST = bytearray({ballast!r})  # resident: every page is written
     for i in range(0, len(BALLAST), 4096):
         BALLAST[i] = 1
@@ -50,10 +53,12 @@ ENGINE = textwrap.dedent(
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
+            served[0] += 1
+            stalled = STALL_EVERY and served[0] % STALL_EVERY == 0
             probs = [{{"id": 7, "token": " Berlin", "logprob": -0.1,
                       "top_logprobs": [{{"id": 7, "token": " Berlin", "logprob": -0.1}}]}}]
             self.reply({{"content": " Berlin", "completion_probabilities": probs,
-                        "timings": {{"predicted_per_second": GEN_TPS,
+                        "timings": {{"predicted_per_second": GEN_TPS / (10 if stalled else 1),
                                     "prompt_per_second": 1000.0}}}})
 
     http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
@@ -63,11 +68,19 @@ ENGINE = textwrap.dedent(
 PIN = Pin(build="b10068", commit="571d0d540" + "0" * 31)
 
 
-def engine(tmp_path: Path, name: str, gen: float = 100.0, ballast: int = 0) -> Path:
+def engine(
+    tmp_path: Path, name: str, gen: float = 100.0, ballast: int = 0, stall_every: int = 0
+) -> Path:
     path = tmp_path / name
     starts = tmp_path / f"{name}.starts"
     path.write_text(
-        ENGINE.format(python=sys.executable, gen=gen, ballast=ballast, starts=str(starts))
+        ENGINE.format(
+            python=sys.executable,
+            gen=gen,
+            ballast=ballast,
+            starts=str(starts),
+            stall_every=stall_every,
+        )
     )
     path.chmod(0o755)
     return path
@@ -77,7 +90,11 @@ def starts(tmp_path: Path, name: str) -> list[str]:
     return (tmp_path / f"{name}.starts").read_text().split()
 
 
-def inputs(tmp_path: Path, cand: Path, base: Path, **perf: Any) -> GateInputs:
+def inputs(
+    tmp_path: Path, cand: Path, base: Path, load: float | None = None, **perf: Any
+) -> GateInputs:
+    """The gate's inputs; the machine's load average is ``load`` (None: unknown), so the
+    busy-machine note depends on what a test says, not on what else runs here."""
     suite = tmp_path / "suite.toml"
     suite.write_text('[[prompt]]\nname = "capital"\ntext = "Germany:"\ncontains = "Berlin"\n')
     model = tmp_path / "m.gguf"
@@ -90,6 +107,7 @@ def inputs(tmp_path: Path, cand: Path, base: Path, **perf: Any) -> GateInputs:
         pin=PIN,
         logs=tmp_path / "logs",
         baseline=base,
+        load=lambda: load,
     )
 
 
@@ -168,3 +186,34 @@ def test_undecided_is_unknown_and_names_what_is_missing(tmp_path: Path) -> None:
     assert v.perf.reason.startswith("unknown after 2 pairs in 1 process pairs / ")
     assert "(more pairs needed; not a pass): generation is unknown: the bounds " in v.perf.reason
     assert "1 process pairs; reported, not gated" in v.perf.load_time
+
+
+def test_a_busy_machine_is_named_in_the_warnings(tmp_path: Path) -> None:
+    """Stalled requests (here every fifth request of the candidate runs 10 times slower) and
+    a high load average each make the report say the machine was busy."""
+    cand, base = engine(tmp_path, "cand", stall_every=5), engine(tmp_path, "base")
+    v = run_gate(inputs(tmp_path, cand, base, load=7.5), say=lambda _: None)
+    assert [w.split(" (")[0] for w in v.warnings] == [
+        "performance: the machine was busy during the measurement"
+    ]
+    assert "timed requests ran at under 1/3 of their engine's median rate" in v.warnings[0]
+    assert f"the load average reached 7.5 on {cpu_count()} CPUs" in v.warnings[0]
+    assert v.perf.status == "inconclusive"  # 10 of 80 requests stalled: the rounds ran out
+    text = markdown(v)
+    assert text.index("**Warnings:**") < text.index("the machine was busy during the measurement")
+    # a quiet machine: no stalls, load under the CPU count plus one
+    quiet = run_gate(inputs(tmp_path, base, base, load=0.5), say=lambda _: None)
+    assert not quiet.warnings and quiet.perf.busy == ""
+
+
+def test_busy_note_signs_one_at_a_time() -> None:
+    assert stalled([100.0, 98.0, 101.0, 30.0, 0.0]) == 1  # 30 < 99/3; a zero is no rate
+    assert stalled([100.0, 34.0, 100.0]) == 0 and stalled([]) == 0 and stalled([0.0]) == 0
+    assert busy_note(0, 16, None, 2) == "" and busy_note(0, 16, 2.9, 2) == ""
+    only_load = busy_note(0, 16, 3.0, 2)
+    assert "load average reached 3.0 on 2 CPUs" in only_load and "timed requests" not in only_load
+    only_stalls = busy_note(2, 16, None, 2)
+    assert "2 of 16 timed requests" in only_stalls and "load average" not in only_stalls
+    assert only_stalls.endswith("or set gate.threads below the CPU count")
+    load = machine_load()  # the edge the gate reads by default: Linux has a load average
+    assert load is not None and load >= 0 and cpu_count() >= 1

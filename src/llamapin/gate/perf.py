@@ -289,6 +289,47 @@ def memory_check(
     return "pass", said + ")"
 
 
+STALL_FACTOR = 3.0
+"""A timed request is stalled when its rate is under 1/STALL_FACTOR of the median rate of
+the same engine role's requests: far outside what request-to-request noise does (a pair's
+log-ratio has an SD of about 0.1 on a quiet machine), and what another busy process does
+to an engine whose threads fill every core (it measured 4 to 30 times slower)."""
+
+
+def stalled(rates: list[float], factor: float = STALL_FACTOR) -> int:
+    """How many of one role's timed request rates are stalled (see STALL_FACTOR)."""
+    positive = [r for r in rates if r > 0]
+    if not positive:
+        return 0
+    median = statistics.median(positive)
+    return sum(1 for r in positive if r * factor < median)
+
+
+def busy_note(stalls: int, requests: int, load_max: float | None, cpus: int) -> str:
+    """Say when other work on the machine disturbed the measurement, else ''.
+
+    Two signs, each on its own: stalled requests (see ``stalled``), and a 1-minute load
+    average of at least ``cpus + 1`` (the engine under test fills at most ``cpus``, so
+    at least one more runnable task competed with it)."""
+    signs = []
+    if stalls:
+        signs.append(
+            f"{stalls} of {requests} timed requests ran at under 1/{STALL_FACTOR:.0f} of "
+            "their engine's median rate"
+        )
+    if load_max is not None and load_max >= cpus + 1:
+        signs.append(f"the load average reached {load_max:.1f} on {cpus} CPUs")
+    if not signs:
+        return ""
+    return (
+        "the machine was busy during the measurement ("
+        + "; ".join(signs)
+        + "): other work makes the test need more pairs and can leave it inconclusive; "
+        "run the gate where nothing else runs (its own CI job), or set gate.threads "
+        "below the CPU count"
+    )
+
+
 def floor_rule(cand: list[float], floor: float) -> Outcome:
     """The field's absolute rule: fail when the median is under a fixed tok/s floor."""
     return "fail" if statistics.median(cand) < floor else "pass"

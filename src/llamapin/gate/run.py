@@ -7,6 +7,7 @@ verdict; this module only does I/O (processes, HTTP, clock).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,22 @@ PERF_PROMPT = " ".join(
 )
 
 
+def machine_load() -> float | None:
+    """The 1-minute load average, or None where the platform has none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - Windows has no load average
+        return None
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 @dataclass
 class GateInputs:
     candidate: Path
@@ -62,6 +79,8 @@ class GateInputs:
     require_provenance: bool = True
     platform: str = "linux-x64"  # what the engines are built for (the CPU floor needs linux-x64)
     macos_declared: tuple[str, str] | None = None  # the app's minimum macOS, and where from
+    # the machine's 1-minute load average (None where unknown), read around each perf round
+    load: Callable[[], float | None] = machine_load
 
 
 def props_build(build_info: str | None) -> BuildInfo:
@@ -196,6 +215,7 @@ def measure(
     say: Callable[[str], None],
     restart: Restart,
     clock: Callable[[], float] = time.monotonic,
+    load: Callable[[], float | None] = machine_load,
 ) -> PerfReport:
     """Rounds of interleaved timed requests (alternating order) until the test decides.
 
@@ -209,6 +229,7 @@ def measure(
         k: [] for k in ("cand_load_s", "base_load_s", "cand_rss", "base_rss")
     }
     started = clock()
+    loads = [load()]
     decisions: list[pf.MetricDecision] = []
     outcome: pf.Outcome = "continue"
     pair = 0
@@ -232,6 +253,7 @@ def measure(
             engines["cand_rss"].append(float(c.peak_rss_bytes() or 0))
             engines["base_rss"].append(float(b.peak_rss_bytes() or 0))
         rounds += 1
+        loads.append(load())
         final = clock() - started >= p.budget_s
         decisions = [
             pf.decide(name, _round_groups(samples, key), params, final=final)
@@ -261,7 +283,14 @@ def measure(
         p.max_rss_growth,
         p.warn_rss_growth,
     )
-    load = pf.load_time_summary(engines["cand_load_s"], engines["base_load_s"])
+    load_time = pf.load_time_summary(engines["cand_load_s"], engines["base_load_s"])
+    known = [x for x in loads if x is not None]
+    busy = pf.busy_note(
+        sum(pf.stalled(samples[f"{role}_gen_tps"]) for role in ("cand", "base")),
+        2 * pair,
+        max(known) if known else None,
+        cpu_count(),
+    )
     say(f"perf ({mode}): {outcome} after {pair} pairs in {rounds} process pairs")
     return PerfReport(
         mode,
@@ -274,7 +303,8 @@ def measure(
         rounds,
         memory,
         memory_reason,
-        load,
+        load_time,
+        busy,
     )
 
 
@@ -393,6 +423,7 @@ def run_gate(inputs: GateInputs, say: Callable[[str], None] = print) -> Verdict:
                         "A/A" if role != "baseline" else "baseline",
                         say,
                         lambda rnd: _fresh_pair(inputs, twin, rnd),
+                        load=inputs.load,
                     )
                 except EngineError as exc:  # either engine: blame the one the error names
                     if not exc.what.startswith(base.spec.label):

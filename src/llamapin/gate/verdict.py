@@ -60,6 +60,8 @@ class PerfReport:
     memory_reason: str = ""
     # Model load time, candidate vs baseline, paired by process pair (reported only).
     load_time: str = ""
+    # Other work on the machine during the measurement (stalled requests, load), or "".
+    busy: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,10 @@ def divergence_warnings(prompts: list[PromptOutcome], th: Thresholds) -> list[st
 
 
 def resource_warnings(perf: PerfReport) -> list[str]:
-    """Peak memory grown past the warn band but not the failure line."""
-    return [f"memory: {perf.memory_reason}"] if perf.memory_status == "warn" else []
+    """Peak memory grown past the warn band but not the failure line, and a perf test
+    that ran on a busy machine."""
+    warnings = [f"memory: {perf.memory_reason}"] if perf.memory_status == "warn" else []
+    return warnings + ([f"performance: {perf.busy}"] if perf.busy else [])
 
 
 def decide(
