@@ -146,6 +146,7 @@ def decision(engines: Engines, cfg: GateConfig, label: str) -> dict[str, Any]:
         "memory": perf.memory_status,
         "memory_reason": perf.memory_reason,
         "load_time": perf.load_time,
+        "busy": perf.busy,
         "median_ratio_rule": pf.median_ratio_rule(first["cand_gen_tps"], first["base_gen_tps"]),
         "samples": perf.samples,
         "when": time.time(),
@@ -195,8 +196,9 @@ def summarize(records: list[dict[str, Any]]) -> str:
     sizes = {r["target"]: r["slowdown"] for r in records if r["kind"] == "size"}
     lines = [
         "| set | measured slowdown | decisions | fail [95% CI] | pass [95% CI] | "
-        "inconclusive | pairs median / p95 | wall s median / p95 | median-ratio rule: fail |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "inconclusive | pairs median / p95 | wall s median / p95 | median-ratio rule: fail | "
+        "busy-machine warning |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, target in TARGETS.items():
         rows = [r for r in records if r["kind"] == "decision" and r["set"] == label]
@@ -208,10 +210,11 @@ def summarize(records: list[dict[str, Any]]) -> str:
         wall = [float(r["total_s"]) for r in rows]
         size = "0 (A/A)" if target == 0 else f"{sizes.get(target, math.nan):.1%}"
         ratio = sum(r["median_ratio_rule"] == "fail" for r in rows)
+        busy = sum(bool(r.get("busy")) for r in rows)  # records before the warning: none
         lines.append(
             f"| {label} | {size} | {n} | {rate(count['fail'], n)} | {rate(count['pass'], n)} | "
             f"{count['inconclusive']} | {statistics.median(pairs):.0f} / {pct(pairs, 0.95):.0f} | "
-            f"{statistics.median(wall):.0f} / {pct(wall, 0.95):.0f} | {ratio} |"
+            f"{statistics.median(wall):.0f} / {pct(wall, 0.95):.0f} | {ratio} | {busy} |"
         )
     return "\n".join(lines)
 
