@@ -517,7 +517,7 @@ def unpack_cached(
     try:
         unpack(archive, tmp, limits, kind=kind)
         (tmp / COMPLETE).write_text(key)
-        _place(archive, tmp, dest)
+        place_tree(archive, tmp, dest)
     except OSError as exc:
         raise _corrupt(archive, exc) from None
     finally:
@@ -535,7 +535,7 @@ def _settle(tmp: Path, dest: Path) -> bool:
     return True
 
 
-def _place(archive: Path, tmp: Path, dest: Path) -> None:
+def place_tree(archive: Path, tmp: Path, dest: Path) -> None:
     """Move the finished tree ``tmp`` into place at ``dest``. Never deletes a tree in place:
     a folder without the marker (an older version's unfinished tree) is first renamed aside,
     in one step, under a dot-name, so a run that placed a complete tree meanwhile keeps it."""

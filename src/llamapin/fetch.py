@@ -133,7 +133,7 @@ class Cache:
             actual = _sha256_handle(handle)
             after = os.fstat(handle.fileno())
         if actual != sha256:
-            path.unlink()
+            path.unlink(missing_ok=True)  # another run may have found and removed it first
             return None
         # Remembered only when nothing changed while hashing and the last change is older
         # than a timestamp tick (a write in the same tick would leave the stat as it is).

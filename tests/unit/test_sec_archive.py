@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from llamapin.archive import COMPLETE, Limits, _BoundedReads, _place, unpack, unpack_cached
+from llamapin.archive import COMPLETE, Limits, _BoundedReads, place_tree, unpack, unpack_cached
 from llamapin.errors import UnpackError
 
 SENTINEL = b"do not touch\n"
@@ -502,11 +502,11 @@ def test_placing_a_tree_never_deletes_one_another_run_placed(tmp_path: Path) -> 
     for tree, text in ((ours, "ours"), (dest, "theirs")):
         (tree / "d").mkdir(parents=True)
         (tree / COMPLETE).write_text(text)
-    _place(tmp_path / "blob", ours, dest)
+    place_tree(tmp_path / "blob", ours, dest)
     assert (dest / COMPLETE).read_text() == "theirs" and ours.is_dir()
     (dest / COMPLETE).unlink()  # now an unfinished tree, and nothing to put in its place
     with pytest.raises(UnpackError, match="is in the way"):
-        _place(tmp_path / "blob", tmp_path / "gone", dest)
+        place_tree(tmp_path / "blob", tmp_path / "gone", dest)
     assert not dest.exists()  # the unfinished tree was set aside and removed
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ours"]
 

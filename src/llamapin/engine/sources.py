@@ -12,6 +12,8 @@ Each returns an unpacked tree; ensure takes it from there.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import httpx
 import psutil
 
 from llamapin import lifetime
-from llamapin.archive import COMPLETE, Limits, unpack_cached
+from llamapin.archive import COMPLETE, Limits, place_tree, unpack_cached
 from llamapin.config import EngineConfig, EnsureConfig
 from llamapin.errors import BuildError, BundleError, ConfigError, IntegrityError
 from llamapin.fetch import (
@@ -165,8 +167,8 @@ def merged(ctx: Context, parts: list[tuple[Path, str]]) -> Path:
                 there.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, there, follow_symlinks=False)
         (tmp / COMPLETE).write_text(key)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+        # Never delete a tree in place: another run may have placed it and be reading it.
+        place_tree(parts[0][0], tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -390,6 +392,12 @@ class SourceBuild(EngineSource):
         )
         key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
         build = ctx.cache.root / "builds" / key
+        with one_build_at_a_time(build, ctx.log):
+            return self._build_locked(ctx, src, src_sha, ccache, build, key)
+
+    def _build_locked(
+        self, ctx: Context, src: Path, src_sha: str, ccache: str | None, build: Path, key: str
+    ) -> Tree:
         binary = build / "bin" / "llama-server"
         if (build / ".complete").is_file() and binary.is_file():
             _say(ctx, f"reuse the cached build {key}")
@@ -411,6 +419,31 @@ class SourceBuild(EngineSource):
         )
         (build / ".complete").write_text(sha256_file(binary))
         return Tree(build / "bin", self.kind, f"source {src_sha[:12]}", f"build {key}")
+
+
+@contextlib.contextmanager
+def one_build_at_a_time(build: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold the lock of the build folder ``build`` (``.<name>.lock`` beside it); while another
+    run holds it, say so once and wait. Two runs sharing a cache never build in one folder
+    at once: the second then finds the first's finished build and reuses it."""
+    lock = build.parent / f".{build.name}.lock"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        build.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, flags, 0o644)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot lock the build folder {build}",
+            f"{lock.name}: {exc.strerror}",
+            f"Remove {lock} if it is not llamapin's lock file, or fix the cache's permissions",
+        ) from None
+    with os.fdopen(fd, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"another run is building in {build}; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock, also when this process is killed
 
 
 class _Echo:
