@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import tarfile
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,21 +31,24 @@ def fetch_spec(cache_dir: Path) -> Path:
     if spec.is_file():
         return spec
     dest.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(
-        ["npm", "pack", "--silent", f"@octokit/openapi@{OCTOKIT_OPENAPI}"],
-        cwd=dest,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
-    with tarfile.open(dest / out) as tar:
-        member = tar.getmember(f"package/generated/{SPEC_NAME}")
-        handle = tar.extractfile(member)
-        assert handle is not None
-        tmp = spec.with_suffix(".tmp")
-        tmp.write_bytes(handle.read())
-        tmp.replace(spec)
-    (dest / out).unlink()
+    # A folder of this run's own: two test sessions sharing the cache may fetch at once
+    # (the same package file name, the same temporary name); the last rename wins, and
+    # both renames put the same bytes in place.
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as work:
+        out = subprocess.run(
+            ["npm", "pack", "--silent", f"@octokit/openapi@{OCTOKIT_OPENAPI}"],
+            cwd=work,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[-1]
+        with tarfile.open(Path(work) / out) as tar:
+            member = tar.getmember(f"package/generated/{SPEC_NAME}")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            tmp = Path(work) / SPEC_NAME
+            tmp.write_bytes(handle.read())
+            tmp.replace(spec)
     return spec
 
 

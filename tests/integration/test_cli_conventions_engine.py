@@ -20,7 +20,8 @@ pytestmark = pytest.mark.engine
 def test_gate_json_on_stdout_and_report_files(
     tmp_path: Path, run_cli: Any, model: Path, engine_bundle: Path
 ) -> None:
-    root = project(tmp_path / "app", WHEEL_PIN)
+    slow_machine = {"health_timeout_s": 600.0, "request_timeout_s": 600.0}  # a loaded CI machine
+    root = project(tmp_path / "app", WHEEL_PIN, gate=slow_machine)
     reports = tmp_path / "reports"
     res = run_cli(
         "--root", str(root), "gate", "--engine", str(engine_bundle), "--perf", "off",

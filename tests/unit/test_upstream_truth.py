@@ -261,7 +261,7 @@ def gate_inputs(tmp_path: Path, cand: Path, **kw: object) -> GateInputs:
         candidate=cand,
         model=model,
         suite=load_suite(suite),
-        cfg=GateConfig(health_timeout_s=60.0, perf=perf),
+        cfg=GateConfig(health_timeout_s=600.0, request_timeout_s=600.0, perf=perf),
         pin=PIN_10434,
         logs=tmp_path / "logs",
         **kw,  # type: ignore[arg-type]
