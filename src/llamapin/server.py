@@ -98,7 +98,7 @@ class ServerSpec:
     ctx_size: int = 2048
     threads: int | None = None
     extra_args: list[str] = field(default_factory=list)
-    health_timeout_s: float = 60.0
+    health_timeout_s: float = 300.0
     model_arch: str | None = None
     label: str = "engine"
     port: int | None = None  # None: a free loopback port

@@ -143,7 +143,7 @@ def test_slowed_candidate_fails(tmp_path: Path, model: Path, bundle: Path) -> No
     Measured here on an idle machine, one thread each: prompt processing 13 vs 86-123
     tokens/s, generation 5.7 vs 21.6 tokens/s, so one timed request of the candidate takes
     about 40 s. The test asks for the least evidence the rule accepts (three process pairs
-    of one timed pair each) and gives each request ten minutes: at the default 60 s a
+    of one timed pair each) and gives each request ten minutes: at the old default of 60 s a
     loaded machine timed the candidate out and the gate failed for that reason instead."""
     from tests.integration.test_floor_gate import V2_FLAGS, source_engine
 
