@@ -54,7 +54,7 @@ def test_the_example_declares_three_targets() -> None:
             "src-tauri/binaries/windows",
             "flat",
             False,
-            "windows-2022",
+            "ubuntu-24.04",
         ),
     }
     assert cfg.for_target("windows-x64").engine.windows_variant == "cpu"

@@ -46,7 +46,7 @@ platform = "linux-x64"
 platform = "windows-x64"
 gated = false
 """
-RUNNERS = {"macos-arm64": "macos-15", "linux-x64": "ubuntu-24.04", "windows-x64": "windows-2022"}
+RUNNERS = {"macos-arm64": "macos-15", "linux-x64": "ubuntu-24.04", "windows-x64": "ubuntu-24.04"}
 BIN = Path(sys.executable).parent
 EXPR = re.compile(r"\$\{\{ *matrix\.([a-z]+) *\}\}")
 
@@ -221,11 +221,11 @@ def test_init_refuses_a_config_where_no_target_is_gated(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("targets", "chosen", "runner"),
     [
-        ({"m": ("macos-arm64", True), "w": ("windows-x64", True)}, "m", "macos-15"),
+        ({"m": ("macos-arm64", True), "w": ("windows-x64", False)}, "m", "macos-15"),
         ({"l": ("linux-x64", False), "m": ("macos-arm64", True)}, "m", "macos-15"),
         ({"a": ("linux-arm64", True), "b": ("linux-x64", True)}, "b", "ubuntu-24.04"),
-        ({"a": ("linux-arm64", True), "w": ("windows-x64", True)}, "a", "ubuntu-24.04-arm"),
-        ({"w": ("windows-x64", True)}, "w", "windows-2022"),
+        ({"a": ("linux-arm64", True), "w": ("windows-x64", False)}, "a", "ubuntu-24.04-arm"),
+        ({"w": ("windows-x64", False), "l": ("linux-x64", True)}, "l", "ubuntu-24.04"),
     ],
 )
 def test_bump_target_prefers_a_gated_linux_x64(

@@ -36,7 +36,7 @@ budget_s = 60
 
 [targets.windows-x64]
 platform = "windows-x64"
-runner = "windows-2025"
+runner = "ubuntu-22.04"
 [targets.windows-x64.engine]
 source = "release"
 windows_variant = "cuda-12.4"
@@ -82,7 +82,30 @@ def test_runners_default_per_platform(tmp_path: Path) -> None:
     targets = three(tmp_path).targets
     assert targets["macos-arm64"].ci_runner() == "macos-15"
     assert targets["linux-x64"].ci_runner() == "ubuntu-24.04"
-    assert targets["windows-x64"].ci_runner() == "windows-2025"  # configured
+    assert targets["windows-x64"].ci_runner() == "ubuntu-22.04"  # configured
+    assert not targets["windows-x64"].gated  # Windows: not gated unless said (refused)
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ("gated = true", "a Windows target cannot be gated yet: the gate runs the engine"),
+        ('runner = "windows-2022"', "runner 'windows-2022': llamapin does not run on Windows"),
+        ('runner = "Windows-Latest"', "runner 'Windows-Latest': llamapin does not run on Windows"),
+    ],
+)
+def test_a_windows_target_runs_on_linux_and_is_not_gated(
+    tmp_path: Path, extra: str, said: str
+) -> None:
+    """llamapin does not run on Windows hosts: a Windows target's ensure, verify and drift
+    (PE files, any host) run on a Linux runner by default, and a gate or a Windows runner for
+    it is refused on load, naming the target."""
+    (tmp_path / "llamapin.toml").write_text('[targets.w]\nplatform = "win-x64"\n')
+    target = load_config(tmp_path).targets["w"]
+    assert (target.gated, target.ci_runner()) == (False, "ubuntu-24.04")
+    (tmp_path / "llamapin.toml").write_text(f'[targets.w]\nplatform = "windows-x64"\n{extra}\n')
+    with pytest.raises(ConfigError, match="targets.w: " + said.replace("(", ".")):
+        load_config(tmp_path)
 
 
 def test_the_default_target_is_the_only_one_or_the_hosts(tmp_path: Path) -> None:
