@@ -307,11 +307,17 @@ def gate(
         )
     cfg = state.config
     if not cfg.gated:
+        windows = cfg.engine.platform.startswith("win")
         raise ConfigError(
             f"target {cfg.target} is not gated",
-            f"[targets.{cfg.target}] sets gated = false: CI runs ensure, verify and drift "
-            "there, and no gate",
-            "Gate another target (--target NAME), or set gated = true for this one",
+            (
+                "a Windows target is not gated (llamapin does not run on Windows hosts yet)"
+                if windows
+                else f"[targets.{cfg.target}] sets gated = false"
+            )
+            + ": CI runs ensure, verify and drift for it, and no gate",
+            "Gate another target (--target NAME)"
+            + ("" if windows else ", or set gated = true for this one"),
         )
     pin, origin = state.pin()
     say(f"pin {pin.build} ({pin.commit[:12]}) from {origin}")
@@ -899,8 +905,7 @@ def bump(
     if publish_dir is None and not cfg.gated:  # publish only verifies and pushes: no gate
         raise ConfigError(
             f"target {cfg.target} is not gated",
-            "bump gates the candidate on the target it acts on, and "
-            f"[targets.{cfg.target}] sets gated = false",
+            "bump gates the candidate on the target it acts on, and this one is not gated",
             "Pass --target with a gated target (the bump pins every target's assets either way)",
         )
     pin, _ = state.pin()

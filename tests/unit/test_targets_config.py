@@ -186,6 +186,14 @@ def test_the_gate_refuses_a_target_that_is_not_gated(
     res = run_cli("--root", str(tmp_path), "gate", "--target", "macos-arm64")
     assert res.code == 2
     assert res.err.startswith("error: target macos-arm64 is not gated: [targets.macos-arm64] sets")
+    assert "or set gated = true for this one" in res.err
+    res = run_cli("--root", str(tmp_path), "gate", "--target", "windows-x64")
+    assert res.code == 2
+    assert res.err.startswith(
+        "error: target windows-x64 is not gated: a Windows target is not gated (llamapin does "
+        "not run on Windows hosts yet): CI runs ensure, verify and drift for it, and no gate. "
+        "Gate another target (--target NAME)\n"
+    ), res.err
 
 
 def test_bump_refuses_to_gate_a_target_that_is_not_gated(
