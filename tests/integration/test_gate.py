@@ -121,14 +121,12 @@ def test_wrong_answers_fail_with_prompt_expectation_and_answer(
 
 
 def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Path) -> None:
-    cfg = slow_machine(perf=PerfConfig(min_pairs=4, max_pairs=8, budget_s=60))
+    # Decided once, never retried: the test asks the rule for alpha = 0.1%, so a false fail of
+    # the same build is rarer than 1 in 2500 even with a process effect of SD 0.1 and per-pair
+    # noise of SD 0.3 (the rule's own decide() simulated over 20000 runs at these sizes:
+    # 0.04%); a loaded machine may leave it inconclusive.
+    cfg = slow_machine(perf=PerfConfig(min_pairs=4, max_pairs=8, budget_s=60, alpha=0.001))
     verdict = run_gate(inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None)
-    if verdict.perf.status == "fail":
-        # A/A false alarms are rare, not impossible: 1 in 30 measured (docs/benchmarks.md),
-        # more on a loaded machine. Two independent ones in a row (~0.1%) mean a real bias.
-        verdict = run_gate(
-            inputs(bundle, model, tmp_path, cfg=cfg, perf_mode="aa"), say=lambda _: None
-        )
     assert verdict.perf.mode == "A/A"
     assert verdict.perf.status in ("pass", "inconclusive"), verdict.perf.reason
     assert all(p.comparison is not None and p.comparison.agreement == 1.0 for p in verdict.prompts)
