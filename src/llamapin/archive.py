@@ -535,19 +535,28 @@ def _settle(tmp: Path, dest: Path) -> bool:
     return True
 
 
+def _set_aside(dest: Path) -> bool:
+    """Move the unfinished tree at ``dest`` out of the way in one rename, then remove it.
+    True when what was moved is a finished tree after all (another run placed it after our
+    first try): it is put back, never deleted."""
+    aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+    moved = aside / "tree"
+    try:
+        with contextlib.suppress(OSError):  # another run set it aside first
+            dest.rename(moved)
+        return (moved / COMPLETE).is_file() and _settle(moved, dest)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def place_tree(archive: Path, tmp: Path, dest: Path) -> None:
-    """Move the finished tree ``tmp`` into place at ``dest``. Never deletes a tree in place:
-    a folder without the marker (an older version's unfinished tree) is first renamed aside,
-    in one step, under a dot-name, so a run that placed a complete tree meanwhile keeps it."""
+    """Move the finished tree ``tmp`` into place at ``dest``. Never deletes a finished tree:
+    a folder without the marker (an older version's unfinished tree) is renamed aside in one
+    step under a dot-name, and put back if it turns out finished (see ``_set_aside``)."""
     if _settle(tmp, dest):
         return
-    if dest.is_dir() and not dest.is_symlink():
-        aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
-        with contextlib.suppress(OSError):  # another run set it aside first
-            dest.rename(aside / "tree")
-        shutil.rmtree(aside, ignore_errors=True)
-        if _settle(tmp, dest):
-            return
+    if dest.is_dir() and not dest.is_symlink() and (_set_aside(dest) or _settle(tmp, dest)):
+        return
     raise UnpackError(
         f"cannot unpack {archive.name}",
         f"{dest} is in the way and is not a finished tree of this cache",

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from llamapin.archive import COMPLETE, Limits, _BoundedReads, place_tree, unpack, unpack_cached
+from llamapin.archive import (
+    COMPLETE,
+    Limits,
+    _BoundedReads,
+    _set_aside,
+    place_tree,
+    unpack,
+    unpack_cached,
+)
 from llamapin.errors import UnpackError
 
 SENTINEL = b"do not touch\n"
@@ -509,6 +517,13 @@ def test_placing_a_tree_never_deletes_one_another_run_placed(tmp_path: Path) -> 
         place_tree(tmp_path / "blob", tmp_path / "gone", dest)
     assert not dest.exists()  # the unfinished tree was set aside and removed
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ours"]
+    # The last step of the race: a finished tree set aside (another run placed it after our
+    # first try) is put back, not removed.
+    (dest / "d").mkdir(parents=True)
+    (dest / COMPLETE).write_text("theirs")
+    assert _set_aside(dest) is True
+    assert (dest / COMPLETE).read_text() == "theirs" and (dest / "d").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ours", "k"]
 
 
 RACER = textwrap.dedent(
