@@ -305,24 +305,40 @@ def stalled(rates: list[float], factor: float = STALL_FACTOR) -> int:
     return sum(1 for r in positive if r * factor < median)
 
 
-def busy_note(stalls: int, requests: int, load_max: float | None, cpus: int) -> str:
-    """Say when other work on the machine disturbed the measurement, else ''.
+def busy_note(
+    stalls: dict[str, int],
+    requests: int,
+    load_max: float | None,
+    cpus: int,
+    threads: int | None = None,
+) -> str:
+    """Say when the measurement was disturbed, else ''.
 
-    Two signs, each on its own: stalled requests (see ``stalled``), and a 1-minute load
-    average of at least ``cpus + 1`` (the engine under test fills at most ``cpus``, so
-    at least one more runnable task competed with it)."""
-    signs = []
-    if stalls:
+    Two signs, each on its own: stalled requests (see ``stalled``; ``stalls`` counts them per
+    engine role, of ``requests`` timed requests each), and a 1-minute load average, read after
+    each round, of at least the engine's threads (``threads``, else every CPU) plus one: the
+    engine under test counts towards the load itself, so at least one more runnable task
+    competed with it. Stalls in one engine only may also be that engine's own doing."""
+    signs = [
+        f"{n} of {requests} timed requests of the {role} ran at under 1/{STALL_FACTOR:.0f} of "
+        "its median rate"
+        for role, n in stalls.items()
+        if n
+    ]
+    bar = min(cpus, threads or cpus) + 1
+    if load_max is not None and load_max >= bar:
         signs.append(
-            f"{stalls} of {requests} timed requests ran at under 1/{STALL_FACTOR:.0f} of "
-            "their engine's median rate"
+            f"the load average, the engine's own threads included, reached {load_max:.1f} "
+            f"on {cpus} CPUs"
         )
-    if load_max is not None and load_max >= cpus + 1:
-        signs.append(f"the load average reached {load_max:.1f} on {cpus} CPUs")
     if not signs:
         return ""
+    stalled_roles = [role for role, n in stalls.items() if n]
+    head = "the machine was busy during the measurement"
+    if len(stalled_roles) == 1 and len(signs) == 1:
+        head = f"the machine may have been busy, or the {stalled_roles[0]} stalls now and then"
     return (
-        "the machine was busy during the measurement ("
+        f"{head} ("
         + "; ".join(signs)
         + "): other work makes the test need more pairs and can leave it inconclusive; "
         "run the gate where nothing else runs (its own CI job), or set gate.threads "

@@ -229,7 +229,7 @@ def measure(
         k: [] for k in ("cand_load_s", "base_load_s", "cand_rss", "base_rss")
     }
     started = clock()
-    loads = [load()]
+    loads: list[float | None] = []  # after each round: the average before it may be older work
     decisions: list[pf.MetricDecision] = []
     outcome: pf.Outcome = "continue"
     pair = 0
@@ -286,10 +286,14 @@ def measure(
     load_time = pf.load_time_summary(engines["cand_load_s"], engines["base_load_s"])
     known = [x for x in loads if x is not None]
     busy = pf.busy_note(
-        sum(pf.stalled(samples[f"{role}_gen_tps"]) for role in ("cand", "base")),
-        2 * pair,
+        {
+            name: pf.stalled(samples[f"{role}_gen_tps"])
+            for name, role in (("candidate", "cand"), ("baseline", "base"))
+        },
+        pair,
         max(known) if known else None,
         cpu_count(),
+        cfg.threads,
     )
     say(f"perf ({mode}): {outcome} after {pair} pairs in {rounds} process pairs")
     return PerfReport(
