@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from llamapin import __version__
-from llamapin.config import Config, load_config
+from llamapin.config import Config, is_windows, load_config
 from llamapin.errors import DOCS_URL, ConfigError, LlamapinError
 from llamapin.pin import Pin, pin_from_dict, read_lock
 from llamapin.procenv import forget_secrets, register_secrets, take_secret
@@ -307,9 +307,9 @@ def gate(
         )
     cfg = state.config
     if not cfg.gated:
-        windows = cfg.engine.platform.startswith("win")
+        windows = is_windows(cfg.engine.resolved_platform())
         raise ConfigError(
-            f"target {cfg.target} is not gated",
+            f"target {cfg.target_name} is not gated",
             (
                 "a Windows target is not gated (llamapin does not run on Windows hosts yet)"
                 if windows

@@ -333,6 +333,11 @@ RUNNERS = {
 TARGET_SECTIONS = ("engine", "bundle", "ensure", "gate")
 
 
+def is_windows(platform: str) -> bool:
+    """``windows-x64`` (and upstream's own spelling, ``win-x64``)."""
+    return platform.startswith(("windows-", "win-"))
+
+
 class TargetConfig(_Model):
     """One platform the app ships for: ``[targets.NAME]`` with its platform, whether the
     gate runs there, its CI runner, and what differs from the shared sections
@@ -356,9 +361,9 @@ class TargetConfig(_Model):
         """llamapin itself does not run on Windows hosts yet, and the gate must start the
         engine: a Windows target is not gated (unless said, which is refused) and its CI
         job runs on Linux, where its ensure, verify and drift work on the PE files."""
-        if not isinstance(raw, dict) or not str(raw.get("platform", "")).startswith("win"):
+        if not isinstance(raw, dict) or not is_windows(str(raw.get("platform", ""))):
             return raw
-        if raw.get("gated") is True:
+        if raw.get("gated", False) is not False:
             raise ValueError(
                 "a Windows target cannot be gated yet: the gate runs the engine, and llamapin "
                 "does not run on Windows hosts; remove gated = true (ensure, verify and drift "
@@ -442,8 +447,11 @@ class Config(_Model):
 
     @property
     def gated(self) -> bool:
-        """Whether the gate runs for this view's target (always, without targets)."""
-        return self._target is None or self.shared.targets[self._target].gated
+        """Whether the gate runs for this view's target; without targets, unless the one
+        implicit target is Windows (llamapin does not run on Windows hosts yet)."""
+        if self._target is None:
+            return not is_windows(self.engine.resolved_platform())
+        return self.shared.targets[self._target].gated
 
     def for_target(self, name: str) -> Config:
         """The config as target ``name`` sees it: its platform and its sections merged over

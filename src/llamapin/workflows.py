@@ -303,9 +303,10 @@ def bump_target(cfg: Config) -> str:
     if not any(t.gated for t in targets.values()):
         raise ConfigError(
             "no target is gated",
-            "the bump workflow gates each candidate on a gated target, and every target in "
-            "the config sets gated = false",
-            "Set gated = true on the target whose runner should gate bumps (e.g. linux-x64)",
+            "the bump workflow gates each candidate on a gated target, and no target in the "
+            "config is (a Windows target never is: llamapin does not run on Windows hosts yet)",
+            "Set gated = true on a Linux or macOS target whose runner should gate bumps "
+            "(e.g. linux-x64)",
         )
 
     def rank(name: str) -> tuple[bool, bool, bool, str]:
@@ -347,6 +348,14 @@ def render_all(
     repo, cache = shared.forge.repo, shared.cache_dir
     if not shared.targets:
         platform, command = shared.engine.resolved_platform(), shared.ensure.command
+        if not shared.gated:
+            raise ConfigError(
+                f"cannot write a gate for {platform}",
+                "the config's one platform is Windows, and the gate runs the engine, which "
+                "llamapin cannot do on Windows hosts yet",
+                "Declare [targets.NAME] sections: a gated Linux or macOS target, and the "
+                "Windows target (ensure, verify and drift still run for it, on Linux)",
+            )
         return {
             GATE_PATH: render(
                 "gate", platform, install, default_branch, action, repo, cache, command

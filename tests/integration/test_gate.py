@@ -28,7 +28,7 @@ from tests.integration.test_ensure import WHEEL_PIN, project
 
 pytestmark = pytest.mark.engine
 
-# Engine start and each request get ten minutes (the defaults are 60 s): a shared, loaded
+# Engine start and each request get ten minutes (the defaults are 300 s): a shared, loaded
 # 2-core CI machine once ran a real request past 60 s. Tests of a deadline set their own.
 SLOW_MACHINE = {"health_timeout_s": 600.0, "request_timeout_s": 600.0}
 

@@ -4,6 +4,7 @@ then goes on (to reuse the finished build). Real processes and a real flock."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,10 @@ def test_a_lock_path_that_is_a_link_is_a_clear_error(tmp_path: Path) -> None:
     ):
         pass
     assert "Remove " in caught.value.line() and not (tmp_path / "elsewhere").exists()
+    (builds / ".k.lock").unlink()
+    os.mkfifo(builds / ".k.lock")  # no reader: refused at once instead of waiting for one
+    with (
+        pytest.raises(BuildError, match="cannot lock the build folder"),
+        one_build_at_a_time(builds / "k", print),
+    ):
+        pass

@@ -214,8 +214,10 @@ def test_init_refuses_a_config_where_no_target_is_gated(tmp_path: Path) -> None:
         '[targets.w]\nplatform = "windows-x64"\ngated = false\n'
         '[targets.l]\nplatform = "linux-x64"\ngated = false\n'
     )
-    with pytest.raises(ConfigError, match="no target is gated: the bump workflow gates"):
+    with pytest.raises(ConfigError, match="no target is gated: the bump workflow gates") as info:
         render_all(load_config(tmp_path), "llamapin==1.2.3", "main")
+    assert "a Windows target never is" in info.value.why
+    assert "on a Linux or macOS target" in info.value.fix
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,7 @@ def test_runners_default_per_platform(tmp_path: Path) -> None:
         ("gated = true", "a Windows target cannot be gated yet: the gate runs the engine"),
         ('runner = "windows-2022"', "runner 'windows-2022': llamapin does not run on Windows"),
         ('runner = "Windows-Latest"', "runner 'Windows-Latest': llamapin does not run on Windows"),
+        ('gated = "yes"', "a Windows target cannot be gated yet"),
     ],
 )
 def test_a_windows_target_runs_on_linux_and_is_not_gated(
@@ -205,3 +206,23 @@ def test_bump_refuses_to_gate_a_target_that_is_not_gated(
         assert res.code == 2, res
         assert res.err.startswith("error: target macos-arm64 is not gated: bump gates")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_without_targets_for_windows_is_not_gated(
+    tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    """The one implicit target of a config for Windows: ensure, verify and drift work on it
+    here, the gate is refused in one line, and init writes no gate it could not run."""
+    from llamapin.workflows import render_all
+
+    (tmp_path / "llamapin.toml").write_text('[engine]\nsource = "release"\nplatform = "win-x64"\n')
+    cfg = load_config(tmp_path)
+    assert not cfg.gated and cfg.target is None
+    res = run_cli("--root", str(tmp_path), "gate")
+    assert res.code == 2
+    assert res.err.startswith(
+        "error: target win-x64 is not gated: a Windows target is not gated (llamapin does not "
+        "run on Windows hosts yet)"
+    ), res.err
+    with pytest.raises(ConfigError, match="cannot write a gate for win-x64: the config's one"):
+        render_all(cfg, "llamapin==1.2.3", "main")

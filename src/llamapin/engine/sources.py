@@ -32,7 +32,7 @@ import psutil
 
 from llamapin import lifetime
 from llamapin.archive import COMPLETE, Limits, place_tree, unpack_cached
-from llamapin.config import EngineConfig, EnsureConfig
+from llamapin.config import EngineConfig, EnsureConfig, is_windows
 from llamapin.errors import BuildError, BundleError, ConfigError, IntegrityError
 from llamapin.fetch import (
     Cache,
@@ -101,11 +101,6 @@ class EngineSource(ABC):
         """Names that say which ggml backends the build compiles (none by default: the
         platform and engine.cmake_args say it)."""
         return []
-
-
-def is_windows(platform: str) -> bool:
-    """``windows-x64`` (and upstream's own spelling, ``win-x64``)."""
-    return platform.startswith(("windows-", "win-"))
 
 
 def windows_asset_name(build: str, variant: str, platform: str) -> str:
@@ -427,7 +422,8 @@ def one_build_at_a_time(build: Path, say: Callable[[str], None]) -> Iterator[Non
     run holds it, say so once and wait. Two runs sharing a cache never build in one folder
     at once: the second then finds the first's finished build and reuses it."""
     lock = build.parent / f".{build.name}.lock"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NONBLOCK: a FIFO planted where the lock goes is an error at once, not a hang
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         build.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, flags, 0o644)

@@ -13,10 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llamapin.config import Config, EngineConfig
+from llamapin.config import Config, EngineConfig, is_windows
 from llamapin.engine.sources import (
     cudart_asset_name,
-    is_windows,
     source_for,
     source_of,
     windows_asset_name,
