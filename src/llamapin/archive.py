@@ -557,8 +557,14 @@ def place_tree(archive: Path, tmp: Path, dest: Path) -> None:
         return
     if dest.is_dir() and not dest.is_symlink() and (_set_aside(dest) or _settle(tmp, dest)):
         return
+    if dest.exists() or dest.is_symlink():
+        raise UnpackError(
+            f"cannot unpack {archive.name}",
+            f"{dest} is in the way and is not a finished tree of this cache",
+            f"Remove {dest} and run again",
+        )
     raise UnpackError(
         f"cannot unpack {archive.name}",
-        f"{dest} is in the way and is not a finished tree of this cache",
-        f"Remove {dest} and run again",
+        f"the unpacked tree could not be moved to {dest}",
+        f"Check that {dest.parent} is writable and has free space, then run again",
     )

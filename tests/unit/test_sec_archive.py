@@ -513,10 +513,12 @@ def test_placing_a_tree_never_deletes_one_another_run_placed(tmp_path: Path) -> 
     place_tree(tmp_path / "blob", ours, dest)
     assert (dest / COMPLETE).read_text() == "theirs" and ours.is_dir()
     (dest / COMPLETE).unlink()  # now an unfinished tree, and nothing to put in its place
-    with pytest.raises(UnpackError, match="is in the way"):
+    with pytest.raises(UnpackError, match="the unpacked tree could not be moved to"):
         place_tree(tmp_path / "blob", tmp_path / "gone", dest)
     assert not dest.exists()  # the unfinished tree was set aside and removed
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ours"]
+    with pytest.raises(UnpackError, match="the unpacked tree could not be moved to"):
+        place_tree(tmp_path / "blob", tmp_path / "gone", tmp_path / "nothing-there")
     # The last step of the race: a finished tree set aside (another run placed it after our
     # first try) is put back, not removed.
     (dest / "d").mkdir(parents=True)
