@@ -223,11 +223,11 @@ def test_windows_target_is_installed_and_checked_not_gated(app: Path, run_cli: A
     res = run_cli("--root", str(app), "drift", "--target", "windows-x64")
     assert res.code == 1 and "needed but not listed: llama.dll" in res.out
 
-    # gated = false: the gate refuses this target, and says what CI runs there instead.
+    # A Windows target is not gated: the gate refuses it, says why and what CI runs instead.
     res = run_cli("--root", str(app), "gate", "--target", "windows-x64")
     assert res.code == 2
-    assert "target windows-x64 is not gated" in res.err
-    assert "CI runs ensure, verify and drift there" in res.err
+    assert "target windows-x64 is not gated: a Windows target is not gated" in res.err
+    assert "CI runs ensure, verify and drift for it, and no gate" in res.err
 
 
 def test_every_target_side_by_side_in_one_checkout(app: Path, run_cli: Any) -> None:
