@@ -91,7 +91,7 @@ def sha256_file(path: Path) -> str:
         return _sha256_handle(handle)
 
 
-def _stamp(info: os.stat_result) -> list[int]:
+def stat_stamp(info: os.stat_result) -> list[int]:
     """What any change of a file through the filesystem changes: a write, a truncation, a
     rename over it, a chmod or a utime all set ``ctime`` to the current time, and only the
     kernel sets ``ctime``."""
@@ -125,7 +125,7 @@ class Cache:
         if not stat.S_ISREG(info.st_mode):
             return None
         memo = Memo(self.root / VERIFIED_MEMO)
-        if memo.get(sha256) == _stamp(info):
+        if memo.get(sha256) == stat_stamp(info):
             return path
         began = time.time_ns()
         with path.open("rb") as handle:
@@ -137,8 +137,8 @@ class Cache:
             return None
         # Remembered only when nothing changed while hashing and the last change is older
         # than a timestamp tick (a write in the same tick would leave the stat as it is).
-        if _stamp(before) == _stamp(after) and after.st_ctime_ns < began - self.racy_ns:
-            memo.put(sha256, _stamp(after))
+        if stat_stamp(before) == stat_stamp(after) and after.st_ctime_ns < began - self.racy_ns:
+            memo.put(sha256, stat_stamp(after))
         return path
 
     def tmpdir(self) -> Path:
@@ -160,6 +160,13 @@ def tls() -> ssl.SSLContext:
     """The one verifying TLS context of this process: httpx otherwise builds one for every
     client, and each build reads the whole CA bundle (tens of milliseconds)."""
     return httpx.create_ssl_context()
+
+
+@functools.cache
+def no_tls() -> ssl.SSLContext:
+    """For clients that speak plain HTTP to an engine on the loopback: a verifying context
+    that trusts no certificate (an https URL fails closed) and skips reading the CA bundle."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def client(timeout: float = 30.0) -> httpx.Client:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,17 @@ class Memo:
         """The remembered answer, or None (callers check its shape)."""
         return self.load().get(sha256)
 
-    def put(self, sha256: str, value: Any) -> None:
-        """Add one answer (written whole, then renamed into place)."""
+    def put(self, sha256: str, value: Any, keep: Callable[[str], bool] | None = None) -> None:
+        """Add one answer (written whole, then renamed into place); with ``keep``, the
+        other answers whose key it refuses are dropped on the way."""
+        old = self.load()
+        if keep is not None:
+            old = {key: answer for key, answer in old.items() if keep(key)}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=".memo-")
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump({**self.load(), sha256: value}, out, indent=1, sort_keys=True)
+                json.dump({**old, sha256: value}, out, indent=1, sort_keys=True)
             os.replace(name, self.path)
         except OSError:
             return

@@ -84,6 +84,9 @@ def test_wheel_ensure_prunes_and_is_idempotent(tmp_path: Path, run_cli: Any) -> 
     assert (
         bad.code == 1 and "differs from its manifest" in bad.err and "changed: libggml" in bad.err
     )
+    # ensure's no-op (which may trust the verified-bundle memo) sees the change as well
+    again = run_cli("--root", str(root), "ensure")
+    assert again.code == 2 and "changed: libggml" in again.err
     assert run_cli("--root", str(root), "ensure", "--force").code == 0
     assert run_cli("--root", str(root), "verify").code == 0
 

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ from llamapin.engine.binfmt import macho_slices, read_image, sniff
 from llamapin.engine.closure import Closure
 from llamapin.engine.macos import MachoTools, macho_tools
 from llamapin.errors import BundleError, ConfigError, SignatureError
-from llamapin.fetch import sha256_file
+from llamapin.fetch import RACY_NS, sha256_file, stat_stamp
+from llamapin.memo import Memo
 from llamapin.paths import is_within, json_at, resolve
 from llamapin.procenv import env_for
 
@@ -387,6 +389,48 @@ def verify_bundle(bundle: Path) -> Manifest:
         raise BundleError(
             f"the bundle in {bundle} has a bad signature", exc.why, exc.fix, detail=exc.detail
         ) from None
+    return manifest
+
+
+VERIFIED_BUNDLES = Path("bundles") / "verified.json"
+"""Under the cache root: ``{bundle's real path: tree_stamp}``, the state of every entry of a
+bundle at the moment it last passed ``verify_bundle`` (see ``verify_bundle_remembered``)."""
+
+
+def tree_stamp(bundle: Path) -> list[list[Any]]:
+    """Every entry under ``bundle`` (files, folders, links; links not followed), with its
+    mode and what any change of it through the filesystem changes (``stat_stamp``)."""
+    rows: list[list[Any]] = []
+    for path in sorted(bundle.rglob("*")):
+        with contextlib.suppress(FileNotFoundError):  # gone since listed: not in the stamp
+            info = path.lstat()
+            rows.append([str(path.relative_to(bundle)), info.st_mode, *stat_stamp(info)])
+    return rows
+
+
+def verify_bundle_remembered(bundle: Path, memo: Memo, racy_ns: int = RACY_NS) -> Manifest:
+    """``verify_bundle``, skipped when no entry of the bundle changed since it last passed.
+
+    Unchanged means the same entries with the same mode, device, inode, size, mtime and
+    ctime as recorded when the whole bundle was last hashed and found to match its
+    manifest: a write, a chmod, a rename, a new or removed file all change one of those.
+    What this trusts is the cache's memo, as ``Cache.lookup`` does (docs/reliability.md);
+    ``llamapin verify`` always hashes every file.
+    """
+    key = str(bundle.resolve())
+    before = tree_stamp(bundle)
+    if memo.get(key) == before:
+        manifest = read_manifest(bundle)
+        if manifest is not None:
+            return manifest
+    began = time.time_ns()
+    manifest = verify_bundle(bundle)
+    # Remembered only when nothing changed while hashing and no entry changed within a
+    # timestamp tick of the check (a write in the same tick could leave its stat as it is).
+    # Bundles that no longer exist are forgotten on the way.
+    after = tree_stamp(bundle)
+    if after == before and all(row[-1] < began - racy_ns for row in after):
+        memo.put(key, after, keep=lambda other: Path(other).is_dir())
     return manifest
 
 

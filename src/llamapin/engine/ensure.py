@@ -26,6 +26,7 @@ from llamapin.engine.closure import Closure, compute, find_binary, host_system_c
 from llamapin.engine.sources import Context, EngineSource, source_of
 from llamapin.errors import BundleError, ClosureError, EngineError, IntegrityError
 from llamapin.fetch import Cache, client
+from llamapin.memo import Memo
 from llamapin.paths import bundle_relative, contained
 from llamapin.pin import Pin, pin_to_dict
 from llamapin.procenv import env_for
@@ -332,7 +333,8 @@ def ensure(
         bnd.check_contents(target, "bundle.dir")  # again, now that no other ensure can add files
         current = bnd.read_manifest(target)
         if current is not None and current.key == key and not force:
-            bnd.verify_bundle(target)
+            memo = Memo(Path(cfg.cache_dir).expanduser() / bnd.VERIFIED_BUNDLES)
+            bnd.verify_bundle_remembered(target, memo)
             macos.enforce_floor(root, cfg.bundle, macos.bundle_minimums(target))
             binary = target / current.binary
             return EnsureResult(
@@ -341,7 +343,7 @@ def ensure(
                 True,
                 current,
                 current.source["kind"],
-                notes=["already installed; manifest re-verified", *unchecked(current)],
+                notes=["already installed; matches its manifest", *unchecked(current)],
             )
         cache = Cache(Path(cfg.cache_dir).expanduser())
         limits = Limits(cfg.bundle.max_files, cfg.bundle.max_bytes)
