@@ -11,6 +11,8 @@ import ssl
 import time
 from pathlib import Path
 
+import pytest
+
 from llamapin.fetch import VERIFIED_MEMO, Cache, client, copy_into_cache, tls
 
 DATA = os.urandom(200_000)
@@ -106,3 +108,40 @@ def test_clients_share_one_tls_context() -> None:
             pool = http._transport._pool  # type: ignore[attr-defined]
             assert pool._ssl_context is tls()
         assert tls().verify_mode == ssl.CERT_REQUIRED and tls().check_hostname
+
+
+def test_the_engine_client_context_trusts_nothing_and_reads_no_ca_bundle(
+    tmp_path: Path,
+) -> None:
+    """The loopback engine speaks plain HTTP; its clients' context verifies and trusts no
+    certificate, so an https URL there would fail closed, not be trusted."""
+    import subprocess
+    import threading
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    import httpx
+
+    from llamapin.fetch import no_tls
+
+    ctx = no_tls()
+    assert ctx is no_tls()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] == 0
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    server.socket = served.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with httpx.Client(verify=ctx) as web, pytest.raises(httpx.ConnectError):
+            web.get(f"https://127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+        server.server_close()

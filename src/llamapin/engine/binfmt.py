@@ -9,18 +9,17 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.hash import ELFHashSection, GNUHashSection
-from elftools.elf.sections import SymbolTableSection
 from macholib import mach_o
 from macholib.MachO import MachO
 
 from llamapin.engine import pe
 from llamapin.errors import BinaryFormatError
+
+if TYPE_CHECKING:  # pyelftools is imported where an ELF file is read (it costs ~50 ms)
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
 ELF_MAGIC = b"\x7fELF"
 MACHO_MAGICS = {
@@ -81,6 +80,9 @@ def _defines(elf: ELFFile, dynsym: SymbolTableSection, name: str) -> bool:
     """Whether ``dynsym`` defines ``name``: looked up in the file's own symbol hash table
     (.gnu.hash or .hash, what the dynamic loader uses), not by parsing every symbol (a
     llama.cpp library has thousands, and pyelftools parses each one in Python)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.hash import ELFHashSection, GNUHashSection
+
     for table in (".gnu.hash", ".hash"):
         section = elf.get_section_by_name(table)
         if isinstance(section, (GNUHashSection, ELFHashSection)):
@@ -96,6 +98,11 @@ def _defines(elf: ELFFile, dynsym: SymbolTableSection, name: str) -> bool:
 
 
 def read_elf(path: Path) -> Image:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
     try:
         with path.open("rb") as handle:
             elf = ELFFile(handle)

@@ -589,8 +589,10 @@ def gate_engine(
     suite_path = suite_path or suite_in_root(root, cfg.gate.suite)
     suite = load_suite(suite_path)  # a bad suite fails here, before any download or engine
     cache = Cache(Path(cfg.cache_dir).expanduser())
-    with client() as http:
-        model = ensure_model(cfg.model, cache, cfg.engine.index_url, http, root)
+    model = cache.lookup(cfg.model.sha256)
+    if model is None:  # an HTTP client only when the model must be fetched
+        with client() as http:
+            model = ensure_model(cfg.model, cache, cfg.engine.index_url, http, root)
     inputs = GateInputs(
         candidate=candidate,
         model=model,
