@@ -174,6 +174,9 @@ class PerfConfig(_Model):
     process_sd: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
     budget_s: Positive = 300.0
     n_predict: Count = 32
+    # Length of the timed requests' prompt, in sentences of about 16 tokens (prompt
+    # processing is measured on it); at most 100, which fits the default ctx_size.
+    prompt_sentences: Annotated[int, Field(gt=0, le=100)] = 24
     sigma_floor: Positive = 0.03
     # Peak resident memory: fail above this growth over the baseline, warn above warn_.
     max_rss_growth: Positive = 0.15
@@ -214,6 +217,10 @@ class GateConfig(_Model):
     ctx_size: Count = 2048
     threads: Count | None = None
     server_args: list[str] = Field(default_factory=list)
+    # llama.cpp's --fit (load the model twice: first to fit unset settings to device memory).
+    # auto: off when the engine lists no accelerator (nothing to fit; saves a second model
+    # load, about 0.7 s per engine start for the default model), else llama.cpp's default.
+    fit: Literal["auto", "on", "off"] = "auto"
     # Limits for a hang, not for speed (the perf test measures speed): a loaded shared runner
     # once took over 60 s for one request of a small model, so they are generous.
     health_timeout_s: Positive = 300.0

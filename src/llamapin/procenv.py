@@ -17,7 +17,8 @@ Not passed to engines or tools, on purpose:
 * ``GIT_DIR``, ``GIT_WORK_TREE``, ``GIT_INDEX_FILE`` and ``GIT_CONFIG_PARAMETERS`` /
   ``GIT_CONFIG_COUNT``: run from a hook they would point bump's git at another repository,
   and ``GIT_CONFIG_*`` can carry an ``http.extraheader`` with a token.
-* ``LLAMA_ARG_*``: they would change how the engine runs behind the gate's back.
+* ``LLAMA_ARG_*``: they would change how the engine runs behind the gate's back (the gate
+  sets ``LLAMA_ARG_FIT`` itself, from ``gate.fit``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ capture its log, always stop it (and its children), and say why when it dies.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -105,6 +106,49 @@ class ServerSpec:
     bind_attempts: int = 3
     # Run the engine under another program, e.g. ["qemu-x86_64", "-cpu", "Nehalem"]
     prefix: list[str] = field(default_factory=list)
+    # Settings the engine reads from its environment (LLAMA_ARG_*); its command line wins.
+    env: dict[str, str] = field(default_factory=dict)
+
+
+DEVICES_HEADER = "Available devices:"
+
+
+@functools.cache
+def _devices(binary: str, stamp: tuple[int, ...], timeout: float) -> tuple[str, ...] | None:
+    try:
+        proc = lifetime.run(
+            [binary, "--list-devices"],
+            env=env_for("engine"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = proc.stdout[-65536:].decode("utf-8", "replace")
+    if proc.returncode != 0 or DEVICES_HEADER not in text:
+        return None  # a build from before --list-devices (and before --fit)
+    listed = text.split(DEVICES_HEADER, 1)[1].splitlines()
+    return tuple(line.strip()[:200] for line in listed if line.strip())
+
+
+def accelerators(binary: Path, timeout: float = 60.0) -> tuple[str, ...] | None:
+    """The devices this engine would offload to (``--list-devices``; the CPU is not listed),
+    or None when the build cannot say. Asked once per binary (and version of it) a process."""
+    try:
+        info = binary.stat()
+    except OSError:  # no binary: starting it says so
+        return None
+    return _devices(str(binary), (info.st_dev, info.st_ino, info.st_mtime_ns), timeout)
+
+
+def fit_env(mode: str, binary: Path) -> dict[str, str]:
+    """The environment that sets llama.cpp's --fit for ``gate.fit`` (a command-line -fit in
+    gate.server_args still wins). auto: off when the engine lists no accelerator."""
+    if mode == "auto":
+        return {"LLAMA_ARG_FIT": "off"} if accelerators(binary) == () else {}
+    return {"LLAMA_ARG_FIT": mode}
 
 
 class Server:
@@ -173,7 +217,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=env_for("engine", values={lifetime.OWNER_VAR: self.tag}),
+                env=env_for("engine", values={**self.spec.env, lifetime.OWNER_VAR: self.tag}),
                 preexec_fn=lifetime.die_with_parent(),  # noqa: PLW1509 (see lifetime.run)
             )
         except OSError as exc:

@@ -120,6 +120,24 @@ def test_wrong_answers_fail_with_prompt_expectation_and_answer(
     assert verdict.prompts[0].prompt == "4 + 4 ="
 
 
+@pytest.mark.parametrize(("fit", "fitted"), [("auto", False), ("on", True), ("off", False)])
+def test_the_fit_setting_reaches_the_engine(
+    tmp_path: Path, model: Path, bundle: Path, fit: str, fitted: bool
+) -> None:
+    """gate.fit: auto skips llama.cpp's fitting load when the engine lists no accelerator
+    (as on this CPU-only machine), on and off are passed as they are; the answers are the
+    same either way."""
+    suite = tmp_path / "suite.toml"
+    suite.write_text('[[prompt]]\ntext = "1, 2, 3, 4, 5, 6,"\nequals_number = 7\nn_predict = 4\n')
+    cfg = slow_machine(fit=fit, server_args=["-lv", "4"])  # the fitting step logs at 4
+    verdict = run_gate(
+        inputs(bundle, model, tmp_path, cfg=cfg, suite=load_suite(suite)), say=lambda _: None
+    )
+    assert verdict.outcome == "pass", verdict.reasons
+    log = (tmp_path / "logs" / "candidate.log").read_text(errors="replace")
+    assert ("fitting params to device memory" in log) is fitted
+
+
 def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Path) -> None:
     # Decided once, never retried: the test asks the rule for alpha = 0.1%, so a false fail of
     # the same build is rarer than 1 in 2500 even with a process effect of SD 0.1 and per-pair
@@ -139,15 +157,24 @@ def test_slowed_candidate_fails(tmp_path: Path, model: Path, bundle: Path) -> No
     and F16C (the CPU floor tests' x86-64-v2 build) against the wheel's x86-64-v3 build.
 
     Measured here on an idle machine, one thread each: prompt processing 13 vs 86-123
-    tokens/s, generation 5.7 vs 21.6 tokens/s, so one timed request of the candidate takes
-    about 40 s. The test asks for the least evidence the rule accepts (three process pairs
-    of one timed pair each) and gives each request ten minutes: at the old default of 60 s a
-    loaded machine timed the candidate out and the gate failed for that reason instead."""
+    tokens/s, generation 5.7 vs 21.6 tokens/s, so one timed request of the candidate with the
+    default prompt (24 sentences, about 380 tokens) takes about 40 s. The test asks for the
+    least evidence the rule accepts (three process pairs of one timed pair each) on a prompt
+    of 4 sentences (about 70 tokens: some 7 s a request), and gives each request ten minutes:
+    at the old default of 60 s a loaded machine timed the candidate out and the gate failed
+    for that reason instead."""
     from tests.integration.test_floor_gate import V2_FLAGS, source_engine
 
     slow = source_engine(tmp_path / "v2", V2_FLAGS)
     cfg = slow_machine(
-        perf=PerfConfig(min_pairs=3, pairs_per_round=1, max_pairs=6, budget_s=900, n_predict=8),
+        perf=PerfConfig(
+            min_pairs=3,
+            pairs_per_round=1,
+            max_pairs=6,
+            budget_s=900,
+            n_predict=8,
+            prompt_sentences=4,
+        ),
     )
     verdict = run_gate(
         GateInputs(

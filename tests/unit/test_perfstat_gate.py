@@ -13,7 +13,7 @@ from typing import Any
 
 from llamapin.config import GateConfig, PerfConfig
 from llamapin.gate.perf import busy_note, stalled
-from llamapin.gate.run import GateInputs, cpu_count, machine_load, run_gate
+from llamapin.gate.run import GateInputs, cpu_count, machine_load, perf_prompt, run_gate
 from llamapin.gate.suite import load_suite
 from llamapin.pin import Pin
 from llamapin.report import junit, markdown
@@ -231,3 +231,15 @@ def test_busy_note_signs_one_at_a_time() -> None:
     assert both.endswith("or set gate.threads below the CPU count")
     load = machine_load()  # the edge the gate reads by default: Linux has a load average
     assert load is not None and load >= 0 and cpu_count() >= 1
+
+
+def test_the_perf_prompt_has_the_configured_length_and_the_default_is_unchanged() -> None:
+    """24 sentences by default: the prompt every recorded figure was measured on."""
+    default = perf_prompt(PerfConfig().prompt_sentences)
+    words = ["length", "width", "depth", "colour", "temperature"] * 5
+    before = " ".join(  # the constant the prompt was before it had a length setting
+        f"Item {i}: the {w} of the river valley was recorded in the village ledger."
+        for i, w in zip(range(24), words, strict=False)
+    )
+    assert default == before
+    assert perf_prompt(4).count("Item ") == 4 and perf_prompt(100).count("Item ") == 100

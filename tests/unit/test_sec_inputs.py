@@ -197,6 +197,8 @@ def test_safe_regex_wrapper() -> None:
         ("[gate.perf]\nmin_pairs = 10\nmax_pairs = 5\n", "min_pairs (10) exceeds max_pairs (5)"),
         ("[gate.perf]\nbudget_s = 0\n", "gate.perf.budget_s"),
         ("[gate.perf]\nn_predict = -3\n", "gate.perf.n_predict"),
+        ("[gate.perf]\nprompt_sentences = 0\n", "gate.perf.prompt_sentences"),
+        ("[gate.perf]\nprompt_sentences = 101\n", "gate.perf.prompt_sentences"),
         ("[gate.perf]\nsigma_floor = 0\n", "gate.perf.sigma_floor"),
         ("[ensure]\ntimeout_s = 0\n", "ensure.timeout_s"),
         ("[engine]\nbuild_memory_per_job_gib = 0\n", "engine.build_memory_per_job_gib"),

@@ -35,16 +35,21 @@ from llamapin.gate.verdict import (
 )
 from llamapin.pin import Pin
 from llamapin.progress import step
-from llamapin.server import Server, ServerSpec
+from llamapin.server import Server, ServerSpec, fit_env
 
 # /props build_info, in every format so far: "b10068-571d0d540", "b1-7e4c0a9", "b0-unknown"
 PROPS_BUILD = re.compile(r"\bb(\d+)-([0-9a-f]+|unknown)\b")
-PERF_PROMPT = " ".join(
-    f"Item {i}: the {w} of the river valley was recorded in the village ledger."
-    for i, w in zip(
-        range(24), ["length", "width", "depth", "colour", "temperature"] * 5, strict=False
+PERF_WORDS = ("length", "width", "depth", "colour", "temperature")
+
+
+def perf_prompt(sentences: int) -> str:
+    """The timed requests' prompt: ``sentences`` sentences of about 16 tokens each (24 by
+    default: about 380 tokens of prompt processing before generation)."""
+    return " ".join(
+        f"Item {i}: the {PERF_WORDS[i % len(PERF_WORDS)]} of the river valley was recorded "
+        "in the village ledger."
+        for i in range(sentences)
     )
-)
 
 
 def machine_load() -> float | None:
@@ -167,7 +172,7 @@ def generate(server: Server, prompt: Prompt, cfg: GateConfig) -> Generation:
 
 def timed_request(server: Server, cfg: GateConfig) -> dict[str, float]:
     body = {
-        "prompt": PERF_PROMPT,
+        "prompt": perf_prompt(cfg.perf.prompt_sentences),
         "n_predict": cfg.perf.n_predict,
         "ignore_eos": True,
         **sampling(0),
@@ -343,6 +348,7 @@ def _spec(inputs: GateInputs, binary: Path, role: str, log: str | None = None) -
         health_timeout_s=inputs.cfg.health_timeout_s,
         model_arch=inputs.model_arch,
         label=f"the {role} engine ({binary.name})",
+        env=fit_env(inputs.cfg.fit, binary),
     )
 
 
