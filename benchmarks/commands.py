@@ -11,8 +11,13 @@ and the command function itself, left out).
 (tests/fakes/github.py), which needs GitHub's OpenAPI description in the cache
 (fetched once with npm). Without it, `check` is skipped and the reason recorded.
 
+The package's bytecode is compiled first, as pip compiles an installed wheel's.
+
 Usage (from the repo root, after scripts/demo has filled the cache):
     .venv/bin/python benchmarks/commands.py --label after --runs 5
+    # each run paired with a run of an older tree, alternating (a ratio on a noisy machine):
+    git archive <old commit> src | tar -x -C /tmp/old
+    .venv/bin/python benchmarks/commands.py --label "A/B" --runs 10 --baseline-src /tmp/old/src
 """
 
 from __future__ import annotations
@@ -69,13 +74,17 @@ def local_github() -> Iterator[tuple[str | None, str]]:
         fake.close()
 
 
-def llamapin(root: Path, args: list[str], profile: Path | None = None) -> tuple[int, float, str]:
+def llamapin(
+    root: Path, args: list[str], profile: Path | None = None, src: Path | None = None
+) -> tuple[int, float, str]:
+    """Run one command; with ``src``, that copy of the package instead of this tree's."""
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
     cmd += ["-m", "llamapin", "--root", str(root), *args]
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False, env=env)
     took = time.perf_counter() - start
     tail = (proc.stderr.strip().splitlines() or [""])[-1]
     return proc.returncode, took, tail
@@ -142,7 +151,8 @@ def commands(model: Path, check_config: Path | None, app: Path) -> list[tuple[st
         ("check-model", ["check-model", str(model)], "check_model"),
         ("locators", ["--config", str(app), "locators"], "locators"),
         ("drift", ["--config", str(app), "drift"], "drift"),
-        ("init", ["init", "--force"], "init"),
+        # an action reference: init refuses an install step the package index cannot resolve
+        ("init", ["init", "--force", "--action", f"example-org/llamapin@{'a' * 40}"], "init"),
     ]
     if check_config is not None:
         cmds.insert(3, ("check", ["--config", str(check_config), "check", "--now", NOW], "check"))
@@ -162,8 +172,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--only", nargs="*", help="names of commands to run (default: all)")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a copy of an older src/ (e.g. from git archive): each run of a command is "
+        "paired with a run of that copy, alternating, and the pairs' ratio is recorded",
+    )
     args = parser.parse_args()
 
+    # Timed as installed: pip compiles a wheel's bytecode when it installs it, and a
+    # machine with PYTHONDONTWRITEBYTECODE set would otherwise compile every import.
+    from llamapin import __file__ as package_init
+
+    package = Path(package_init).parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+    if args.baseline_src is not None:
+        baseline = args.baseline_src / "llamapin"
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(baseline)], check=True)
     cfg = Config()
     model = Path(cfg.cache_dir).expanduser() / "blobs" / "sha256" / cfg.model.sha256
     if not model.is_file():
@@ -184,8 +209,13 @@ def main() -> None:
             if args.only and name.split()[0] not in args.only:
                 continue
             times: list[float] = []
+            base_times: list[float] = []
             codes: set[int] = set()
             for _ in range(args.runs):
+                if args.baseline_src is not None:
+                    code, took, _tail = llamapin(root, argv, src=args.baseline_src)
+                    base_times.append(took)
+                    codes.add(code)
                 code, took, tail = llamapin(root, argv)
                 times.append(took)
                 codes.add(code)
@@ -200,6 +230,16 @@ def main() -> None:
                 "runs_s": [round(t, 3) for t in times],
                 "top_costs": top_costs(prof, func),
             }
+            if base_times:
+                results[name]["baseline"] = {
+                    "median_s": round(statistics.median(base_times), 3),
+                    "min_s": round(min(base_times), 3),
+                    "runs_s": [round(t, 3) for t in base_times],
+                    "ratio_median": round(
+                        statistics.median(t / b for t, b in zip(times, base_times, strict=True)),
+                        3,
+                    ),
+                }
             with suppress(FileNotFoundError):
                 prof.unlink()
             print(f"{name}: median {results[name]['median_s']} s", file=sys.stderr)
@@ -213,6 +253,8 @@ def main() -> None:
         "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "runs": args.runs,
         "cpus": os.cpu_count(),
+        "bytecode": "compiled first (compileall), as pip installs a wheel",
+        "paired_with_baseline": args.baseline_src is not None,
         "loadavg_after": [round(x, 2) for x in load],
         "commands": results,
     }
@@ -233,12 +275,26 @@ def table(record: dict[str, Any]) -> str:
         "| command | median s | min s | exit | top three costs (cumulative s) |",
         "|---|---|---|---|---|",
     ]
+    paired = record.get("paired_with_baseline", False)
+    if paired:
+        lines[-2:] = [
+            "| command | baseline median s | median s | ratio (median of pairs) | min s | exit "
+            "| top three costs (cumulative s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for name, r in record["commands"].items():
         if "skipped" in r:
             lines.append(f"| `{name}` | skipped | | | {r['skipped']} |")
             continue
         costs = "; ".join(f"`{c['where']}` {c['cumulative_s']}" for c in r["top_costs"])
         exits = ",".join(str(c) for c in r["exit_codes"])
+        if paired:
+            b = r["baseline"]
+            lines.append(
+                f"| `{name}` | {b['median_s']} | {r['median_s']} | {b['ratio_median']} "
+                f"| {r['min_s']} | {exits} | {costs} |"
+            )
+            continue
         lines.append(f"| `{name}` | {r['median_s']} | {r['min_s']} | {exits} | {costs} |")
     return "\n".join(lines)
 
