@@ -40,7 +40,7 @@ from llamapin.config import GateConfig, PerfConfig
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
 from llamapin.gate.run import measure, timed_request
-from llamapin.server import Server, ServerSpec
+from llamapin.server import Server, ServerSpec, fit_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"aa": 0.0, "s05": 0.05, "s10": 0.10, "s15": 0.15, "s20": 0.20}
@@ -96,10 +96,16 @@ class Engines:
 
     def __init__(self, binary: Path, model: Path, logs: Path, throttle: Throttle | None) -> None:
         self.binary, self.model, self.logs, self.throttle = binary, model, logs, throttle
+        # as the gate starts its engines (gate.fit's default), recorded with each decision
+        self.env = fit_env(GateConfig().fit, binary)
 
     def server(self, role: str, n: int) -> Server:
         spec = ServerSpec(
-            self.binary, self.model, self.logs / f"{role}-{n}.log", label=f"the {role} engine"
+            self.binary,
+            self.model,
+            self.logs / f"{role}-{n}.log",
+            label=f"the {role} engine",
+            env=self.env,
         )
         server = Server(spec).start()
         if role == "candidate" and self.throttle is not None:
@@ -147,6 +153,7 @@ def decision(engines: Engines, cfg: GateConfig, label: str) -> dict[str, Any]:
         "memory_reason": perf.memory_reason,
         "load_time": perf.load_time,
         "busy": perf.busy,
+        "engine_env": engines.env,
         "median_ratio_rule": pf.median_ratio_rule(first["cand_gen_tps"], first["base_gen_tps"]),
         "samples": perf.samples,
         "when": time.time(),
