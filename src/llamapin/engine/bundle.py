@@ -397,6 +397,9 @@ VERIFIED_BUNDLES = Path("bundles") / "verified.json"
 bundle at the moment it last passed ``verify_bundle`` (see ``verify_bundle_remembered``)."""
 
 
+CTIME = -1  # in a tree_stamp row: [path, mode, *stat_stamp] (ctime last)
+
+
 def tree_stamp(bundle: Path) -> list[list[Any]]:
     """Every entry under ``bundle`` (files, folders, links; links not followed), with its
     mode and what any change of it through the filesystem changes (``stat_stamp``)."""
@@ -429,9 +432,18 @@ def verify_bundle_remembered(bundle: Path, memo: Memo, racy_ns: int = RACY_NS) -
     # timestamp tick of the check (a write in the same tick could leave its stat as it is).
     # Bundles that no longer exist are forgotten on the way.
     after = tree_stamp(bundle)
-    if after == before and all(row[-1] < began - racy_ns for row in after):
-        memo.put(key, after, keep=lambda other: Path(other).is_dir())
+    if after == before and all(row[CTIME] < began - racy_ns for row in after):
+        memo.put(key, after, keep=_still_there)
     return manifest
+
+
+def _still_there(path: str) -> bool:
+    """Whether a remembered bundle's folder still exists; a path that cannot even be asked
+    about (no permission, a dead mount, a name too long) is forgotten too."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
