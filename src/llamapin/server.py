@@ -22,7 +22,7 @@ import psutil
 
 from llamapin import lifetime
 from llamapin.errors import EngineError
-from llamapin.fetch import no_tls
+from llamapin.fetch import no_tls, stat_stamp
 from llamapin.procenv import env_for
 
 SIGNALS = {
@@ -135,12 +135,13 @@ def _devices(binary: str, stamp: tuple[int, ...], timeout: float) -> tuple[str, 
 
 def accelerators(binary: Path, timeout: float = 60.0) -> tuple[str, ...] | None:
     """The devices this engine would offload to (``--list-devices``; the CPU is not listed),
-    or None when the build cannot say. Asked once per binary (and version of it) a process."""
+    or None when the build cannot say. Asked once per binary (any change of the file asks
+    again) in each llamapin process."""
     try:
         info = binary.stat()
     except OSError:  # no binary: starting it says so
         return None
-    return _devices(str(binary), (info.st_dev, info.st_ino, info.st_mtime_ns), timeout)
+    return _devices(str(binary), tuple(stat_stamp(info)), timeout)
 
 
 def fit_env(mode: str, binary: Path) -> dict[str, str]:

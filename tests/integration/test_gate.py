@@ -120,22 +120,30 @@ def test_wrong_answers_fail_with_prompt_expectation_and_answer(
     assert verdict.prompts[0].prompt == "4 + 4 ="
 
 
-@pytest.mark.parametrize(("fit", "fitted"), [("auto", False), ("on", True), ("off", False)])
-def test_the_fit_setting_reaches_the_engine(
-    tmp_path: Path, model: Path, bundle: Path, fit: str, fitted: bool
+def test_the_fit_setting_reaches_the_engine_and_leaves_the_answers_alone(
+    tmp_path: Path, model: Path, bundle: Path
 ) -> None:
     """gate.fit: auto skips llama.cpp's fitting load when the engine lists no accelerator
-    (as on this CPU-only machine), on and off are passed as they are; the answers are the
-    same either way."""
+    (as on this CPU-only machine); on and off are passed as they are. The answer (greedy
+    decoding) is the same in all three."""
     suite = tmp_path / "suite.toml"
-    suite.write_text('[[prompt]]\ntext = "1, 2, 3, 4, 5, 6,"\nequals_number = 7\nn_predict = 4\n')
-    cfg = slow_machine(fit=fit, server_args=["-lv", "4"])  # the fitting step logs at 4
-    verdict = run_gate(
-        inputs(bundle, model, tmp_path, cfg=cfg, suite=load_suite(suite)), say=lambda _: None
+    suite.write_text(
+        '[[prompt]]\ntext = "The capital of France is Paris. The capital of Germany is"\n'
+        'contains = "Berlin"\nn_predict = 12\n'
     )
-    assert verdict.outcome == "pass", verdict.reasons
-    log = (tmp_path / "logs" / "candidate.log").read_text(errors="replace")
-    assert ("fitting params to device memory" in log) is fitted
+    answers = {}
+    for fit, fitted in (("auto", False), ("on", True), ("off", False)):
+        cfg = slow_machine(fit=fit, server_args=["-lv", "4"])  # the fitting step logs at 4
+        verdict = run_gate(
+            inputs(bundle, model, tmp_path / fit, cfg=cfg, suite=load_suite(suite)),
+            say=lambda _: None,
+        )
+        assert verdict.outcome == "pass", (fit, verdict.reasons)
+        log = (tmp_path / fit / "logs" / "candidate.log").read_text(errors="replace")
+        assert ("fitting params to device memory" in log) is fitted, fit
+        answers[fit] = verdict.prompts[0].answer
+    assert answers["auto"] == answers["on"] == answers["off"]
+    assert "Berlin" in answers["on"]
 
 
 def test_aa_perf_and_baseline_comparison(tmp_path: Path, model: Path, bundle: Path) -> None:
