@@ -176,7 +176,8 @@ def main() -> None:
         "--baseline-src",
         type=Path,
         help="a copy of an older src/ (e.g. from git archive): each run of a command is "
-        "paired with a run of that copy, alternating, and the pairs' ratio is recorded",
+        "paired with a run of that copy (which goes first alternates), and the pairs' ratio "
+        "is recorded",
     )
     args = parser.parse_args()
 
@@ -211,14 +212,17 @@ def main() -> None:
             times: list[float] = []
             base_times: list[float] = []
             codes: set[int] = set()
-            for _ in range(args.runs):
-                if args.baseline_src is not None:
-                    code, took, _tail = llamapin(root, argv, src=args.baseline_src)
-                    base_times.append(took)
-                    codes.add(code)
-                code, took, tail = llamapin(root, argv)
-                times.append(took)
-                codes.add(code)
+            for run in range(args.runs):
+                # paired runs: the older tree first in even runs, second in odd ones
+                for which in ("base", "this") if run % 2 == 0 else ("this", "base"):
+                    if which == "base" and args.baseline_src is not None:
+                        code, took, _tail = llamapin(root, argv, src=args.baseline_src)
+                        base_times.append(took)
+                        codes.add(code)
+                    elif which == "this":
+                        code, took, tail = llamapin(root, argv)
+                        times.append(took)
+                        codes.add(code)
             prof = root / "profile.out"
             llamapin(root, argv, prof)
             results[name] = {
