@@ -37,6 +37,7 @@ class _Model(BaseModel):
 
 # Limits, sizes and timeouts: zero, negative, NaN or infinite values are refused on load.
 Count = Annotated[int, Field(gt=0)]
+TOKENS_PER_SENTENCE = 20  # gate.perf.prompt_sentences: about 17.6 with the default model
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]  # strictly between 0 and 1
 # A macOS version: 13, 13.3, 10.15.7
@@ -238,6 +239,19 @@ class GateConfig(_Model):
     min_cpu: str | None = None
     min_cpu_timeout_s: Positive = 300.0
     perf: PerfConfig = Field(default_factory=PerfConfig)
+
+    @model_validator(mode="after")
+    def _perf_fits(self) -> GateConfig:
+        """The timed requests' prompt and generation must fit the context (measured: 24
+        sentences are 423 tokens for the default model; 20 a sentence leaves a margin)."""
+        need = self.perf.prompt_sentences * TOKENS_PER_SENTENCE + self.perf.n_predict
+        if self.perf.mode != "off" and need > self.ctx_size:
+            raise ValueError(
+                f"perf.prompt_sentences ({self.perf.prompt_sentences}) and perf.n_predict "
+                f"({self.perf.n_predict}) need about {need} tokens, more than ctx_size "
+                f"({self.ctx_size})"
+            )
+        return self
 
     @field_validator("min_cpu")
     @classmethod

@@ -94,3 +94,13 @@ def test_nothing_can_float_to_latest(tmp_path: Path) -> None:
     flags = {opt for p in ensure_cmd.params for opt in p.opts}
     # no --latest, --tag, --build, --url (--target names a platform of the one pin)
     assert flags == {"--force", "--json", "--target"}
+
+
+def test_a_small_context_is_fine_without_the_perf_test(tmp_path: Path) -> None:
+    """The perf prompt must fit gate.ctx_size only when the perf test can run."""
+    path = tmp_path / "small.toml"
+    path.write_text('[gate]\nctx_size = 256\n[gate.perf]\nmode = "off"\n')
+    assert load_config(tmp_path, path).gate.ctx_size == 256
+    path.write_text("[gate]\nctx_size = 256\n")
+    with pytest.raises(ConfigError, match="need about 512 tokens, more than ctx_size"):
+        load_config(tmp_path, path)

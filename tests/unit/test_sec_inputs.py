@@ -199,6 +199,10 @@ def test_safe_regex_wrapper() -> None:
         ("[gate.perf]\nn_predict = -3\n", "gate.perf.n_predict"),
         ("[gate.perf]\nprompt_sentences = 0\n", "gate.perf.prompt_sentences"),
         ("[gate.perf]\nprompt_sentences = 101\n", "gate.perf.prompt_sentences"),
+        (
+            "[gate]\nctx_size = 512\n[gate.perf]\nprompt_sentences = 30\n",
+            "need about 632 tokens, more than ctx_size (512)",
+        ),
         ("[gate.perf]\nsigma_floor = 0\n", "gate.perf.sigma_floor"),
         ("[ensure]\ntimeout_s = 0\n", "ensure.timeout_s"),
         ("[engine]\nbuild_memory_per_job_gib = 0\n", "engine.build_memory_per_job_gib"),
