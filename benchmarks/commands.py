@@ -16,8 +16,8 @@ The package's bytecode is compiled first, as pip compiles an installed wheel's.
 Usage (from the repo root, after scripts/demo has filled the cache):
     .venv/bin/python benchmarks/commands.py --label after --runs 5
     # each run paired with a run of an older tree, alternating (a ratio on a noisy machine):
-    git archive <old commit> src | tar -x -C /tmp/old
-    .venv/bin/python benchmarks/commands.py --label "A/B" --runs 10 --baseline-src /tmp/old/src
+    git archive <old commit> src | tar -x -C OLD
+    .venv/bin/python benchmarks/commands.py --label "A/B" --runs 10 --baseline-src OLD/src
 """
 
 from __future__ import annotations
