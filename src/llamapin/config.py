@@ -37,7 +37,6 @@ class _Model(BaseModel):
 
 # Limits, sizes and timeouts: zero, negative, NaN or infinite values are refused on load.
 Count = Annotated[int, Field(gt=0)]
-TOKENS_PER_SENTENCE = 20  # gate.perf.prompt_sentences: about 17.6 with the default model
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]  # strictly between 0 and 1
 # A macOS version: 13, 13.3, 10.15.7
@@ -156,6 +155,10 @@ class ModelConfig(_Model):
             for i in range(4)
         ]
     )
+
+
+# gate.perf.prompt_sentences: tokens a sentence, with a margin (17.6 for the default model)
+TOKENS_PER_SENTENCE = 20
 
 
 class PerfConfig(_Model):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import psutil
@@ -144,7 +144,7 @@ def accelerators(binary: Path, timeout: float = 60.0) -> tuple[str, ...] | None:
     return _devices(str(binary), tuple(stat_stamp(info)), timeout)
 
 
-def fit_env(mode: str, binary: Path) -> dict[str, str]:
+def fit_env(mode: Literal["auto", "on", "off"], binary: Path) -> dict[str, str]:
     """The environment that sets llama.cpp's --fit for ``gate.fit`` (a command-line -fit in
     gate.server_args still wins). auto: off when the engine lists no accelerator."""
     if mode == "auto":
