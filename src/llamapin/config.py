@@ -178,9 +178,12 @@ class PerfConfig(_Model):
     process_sd: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
     budget_s: Positive = 300.0
     n_predict: Count = 32
-    # Length of the timed requests' prompt, in sentences of about 16 tokens (prompt
-    # processing is measured on it); at most 100, which fits the default ctx_size.
-    prompt_sentences: Annotated[int, Field(gt=0, le=100)] = 24
+    # Length of the timed requests' prompt, in sentences of about 18 tokens (prompt
+    # processing is measured on it: 6 are about 105 tokens, one batch through the same
+    # kernels as a long prompt); at most 100, which fits the default ctx_size. Measured
+    # here, 6 sentences were no noisier a pair than 24 at less than half a request's time
+    # (docs/benchmarks.md); an app that lives on long prompts may raise it.
+    prompt_sentences: Annotated[int, Field(gt=0, le=100)] = 6
     sigma_floor: Positive = 0.03
     # Peak resident memory: fail above this growth over the baseline, warn above warn_.
     max_rss_growth: Positive = 0.15

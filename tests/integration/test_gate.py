@@ -166,7 +166,7 @@ def test_slowed_candidate_fails(tmp_path: Path, model: Path, bundle: Path) -> No
 
     Measured here on an idle machine, one thread each: prompt processing 13 vs 86-123
     tokens/s, generation 5.7 vs 21.6 tokens/s, so one timed request of the candidate with the
-    default prompt (24 sentences, about 380 tokens) takes about 40 s. The test asks for the
+    then default prompt (24 sentences, about 420 tokens) took about 40 s. The test asks for the
     least evidence the rule accepts (three process pairs of one timed pair each) on a prompt
     of 4 sentences (about 70 tokens: some 7 s a request), and gives each request ten minutes:
     at the old default of 60 s a loaded machine timed the candidate out and the gate failed

@@ -233,13 +233,15 @@ def test_busy_note_signs_one_at_a_time() -> None:
     assert load is not None and load >= 0 and cpu_count() >= 1
 
 
-def test_the_perf_prompt_has_the_configured_length_and_the_default_is_unchanged() -> None:
-    """24 sentences by default: the prompt every recorded figure was measured on."""
+def test_the_perf_prompt_has_the_configured_length_and_its_sentences_are_unchanged() -> None:
+    """6 sentences by default, each the sentence every recorded figure was measured with
+    (the first 6 of the 24 the prompt had before it had a length setting)."""
     default = perf_prompt(PerfConfig().prompt_sentences)
     words = ["length", "width", "depth", "colour", "temperature"] * 5
     before = " ".join(  # the constant the prompt was before it had a length setting
         f"Item {i}: the {w} of the river valley was recorded in the village ledger."
         for i, w in zip(range(24), words, strict=False)
     )
-    assert default == before
+    assert perf_prompt(24) == before
+    assert before.startswith(default + " Item 6: ") and default.count("Item ") == 6
     assert perf_prompt(4).count("Item ") == 4 and perf_prompt(100).count("Item ") == 100
