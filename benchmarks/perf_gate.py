@@ -39,7 +39,8 @@ from typing import Any
 from llamapin.config import GateConfig, PerfConfig
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
-from llamapin.gate.run import measure, timed_request
+from llamapin.gate.run import WARM_UP, measure, timed_request
+from llamapin.pin import Pin
 from llamapin.server import Server, ServerSpec, fit_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,10 +162,10 @@ def decision(engines: Engines, cfg: GateConfig, label: str) -> dict[str, Any]:
 
 
 def slowdown_size(
-    engines: Engines, throttle: Throttle, target: float, blocks: int
+    engines: Engines, throttle: Throttle, target: float, blocks: int, cfg: GateConfig
 ) -> dict[str, Any]:
-    """The slowdown a quota really causes: one engine alone, quota on vs off."""
-    cfg = GateConfig(request_timeout_s=600.0)
+    """The slowdown a quota really causes: one engine alone, quota on vs off, with the
+    timed request the decisions use."""
     plain: list[float] = []
     slow: list[float] = []
     server = engines.server("candidate", 99)
@@ -185,6 +186,7 @@ def slowdown_size(
         "throttled_gen_tps": statistics.fmean(slow),
         "slowdown": 1 - statistics.fmean(slow) / statistics.fmean(plain),
         "blocks": blocks,
+        "prompt_sentences": cfg.perf.prompt_sentences,
         "when": time.time(),
     }
 
@@ -199,31 +201,76 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def settings(record: dict[str, Any]) -> str:
+    """What a decision was measured with: the timed request and the warm-up (decisions made
+    before the warm-up was shortened record none: theirs was a timed request)."""
+    perf = record.get("perf_config") or {}
+    warm = record.get("warm_up")
+    warm_text = "a timed request" if warm is None else f"{warm[0]} sentence, {warm[1]} tokens"
+    return (
+        f"{perf.get('prompt_sentences', 24)} sentences, {perf.get('n_predict', 32)} tokens; "
+        f"warm-up {warm_text}"
+    )
+
+
+def same_run(record: dict[str, Any], perf: dict[str, Any]) -> bool:
+    """A decision the record continues with: the same perf settings and warm-up."""
+    return record.get("perf_config") == perf and record.get("warm_up") == list(WARM_UP)
+
+
 def summarize(records: list[dict[str, Any]]) -> str:
-    sizes = {r["target"]: r["slowdown"] for r in records if r["kind"] == "size"}
+    sizes = {
+        (r["target"], r.get("prompt_sentences", 24)): r["slowdown"]
+        for r in records
+        if r["kind"] == "size"
+    }
     lines = [
-        "| set | measured slowdown | decisions | fail [95% CI] | pass [95% CI] | "
+        "| settings | set | measured slowdown | decisions | fail [95% CI] | pass [95% CI] | "
         "inconclusive | pairs median / p95 | wall s median / p95 | median-ratio rule: fail | "
         "busy-machine warning |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, target in TARGETS.items():
-        rows = [r for r in records if r["kind"] == "decision" and r["set"] == label]
+    decisions = [r for r in records if r["kind"] == "decision"]
+    groups = sorted({settings(r) for r in decisions}, key=lambda k: -int(k.split()[0]))
+    for (group, label), target in (
+        ((g, label), target) for g in groups for label, target in TARGETS.items()
+    ):
+        rows = [r for r in decisions if r["set"] == label and settings(r) == group]
         if not rows:
             continue
         n = len(rows)
         count = {k: sum(r["outcome"] == k for r in rows) for k in ("fail", "pass", "inconclusive")}
         pairs = [float(r["pairs"]) for r in rows]
         wall = [float(r["total_s"]) for r in rows]
-        size = "0 (A/A)" if target == 0 else f"{sizes.get(target, math.nan):.1%}"
+        measured = sizes.get((target, int(group.split()[0])), math.nan)
+        size = "0 (A/A)" if target == 0 else f"{measured:.1%}"
         ratio = sum(r["median_ratio_rule"] == "fail" for r in rows)
         busy = sum(bool(r.get("busy")) for r in rows)  # records before the warning: none
         lines.append(
-            f"| {label} | {size} | {n} | {rate(count['fail'], n)} | {rate(count['pass'], n)} | "
+            f"| {group} | {label} | {size} | {n} | {rate(count['fail'], n)} | "
+            f"{rate(count['pass'], n)} | "
             f"{count['inconclusive']} | {statistics.median(pairs):.0f} / {pct(pairs, 0.95):.0f} | "
             f"{statistics.median(wall):.0f} / {pct(wall, 0.95):.0f} | {ratio} | {busy} |"
         )
     return "\n".join(lines)
+
+
+def engine_and_model(install_root: Path) -> tuple[Pin, Path, Path]:
+    """The pinned engine (installed by ensure under ``install_root``) and the default model."""
+    from llamapin.config import Config
+    from llamapin.engine.ensure import ensure
+    from llamapin.fetch import Cache, client
+    from llamapin.model import ensure_model
+    from llamapin.pin import read_lock
+
+    cfg = Config()
+    pin = read_lock(ROOT / "llamapin.lock")
+    res = ensure(cfg, install_root, pin, say=lambda _: None)
+    with client() as http:
+        model = ensure_model(
+            cfg.model, Cache(Path(cfg.cache_dir)), cfg.engine.index_url, http, ROOT
+        )
+    return pin, res.binary, model
 
 
 def parse_goals(given: list[str]) -> dict[str, int]:
@@ -259,19 +306,7 @@ def main() -> None:
     if args.summary:
         print(summarize(read_records(args.out)))
         return
-    from llamapin.config import Config
-    from llamapin.engine.ensure import ensure
-    from llamapin.fetch import Cache, client
-    from llamapin.model import ensure_model
-    from llamapin.pin import read_lock
-
-    cfg = Config()
-    pin = read_lock(ROOT / "llamapin.lock")
-    res = ensure(cfg, args.install_root, pin, say=lambda _: None)
-    with client() as http:
-        model = ensure_model(
-            cfg.model, Cache(Path(cfg.cache_dir)), cfg.engine.index_url, http, ROOT
-        )
+    pin, binary, model = engine_and_model(args.install_root)
     perf = {
         k: v
         for k, v in (
@@ -291,18 +326,23 @@ def main() -> None:
     try:
         for _ in range(args.chunk):
             done: dict[str, int] = {}
-            for r in records:
-                if r["kind"] == "decision":
+            for r in records:  # a record grows only with decisions made the same way
+                if r["kind"] == "decision" and same_run(r, gate_cfg.perf.model_dump()):
                     done[r["set"]] = done.get(r["set"], 0) + 1
             label = next_set(done, goals)
             if label is None:
                 print("every set has reached its goal", file=sys.stderr)
                 break
             target = TARGETS[label]
-            if target and not any(r["kind"] == "size" and r["target"] == target for r in records):
-                size = slowdown_size(
-                    Engines(res.binary, model, logs, throttle), throttle, target, args.size_blocks
-                )
+            sentences = gate_cfg.perf.prompt_sentences
+            if target and not any(
+                r["kind"] == "size"
+                and r["target"] == target
+                and r.get("prompt_sentences", 24) == sentences
+                for r in records
+            ):
+                engines = Engines(binary, model, logs, throttle)
+                size = slowdown_size(engines, throttle, target, args.size_blocks, gate_cfg)
                 size["pin"] = pin.build
                 append(args.out, size)
                 records.append(size)
@@ -312,13 +352,14 @@ def main() -> None:
                 )
             throttle.set(quota_for(target) if target else None)
             try:
-                row = decision(Engines(res.binary, model, logs, throttle), gate_cfg, label)
+                row = decision(Engines(binary, model, logs, throttle), gate_cfg, label)
             except EngineError as exc:  # recorded, counted apart, never a pass or a fail
                 row = {"kind": "error", "set": label, "error": exc.line(), "when": time.time()}
                 print(f"{label}: {exc.line()}", file=sys.stderr)
             finally:
                 throttle.set(None)
             row["perf_config"] = gate_cfg.perf.model_dump()
+            row["warm_up"] = list(WARM_UP)
             row.update(pin=pin.build, cores=os.cpu_count())
             append(args.out, row)
             records.append(row)

@@ -1,0 +1,166 @@
+"""What a perf decision's time buys: the noise of a pair's log-ratio at several prompt
+lengths, and what the warm-up request must be, on fresh engine processes (A/A).
+
+A decision's time is mostly its timed requests: on a 2-core machine the default 24-sentence
+prompt (about 420 tokens) takes about 2 s to process and the 32 generated tokens about
+0.8 s, and every round adds two warm-up requests of the same size. This script measures,
+side by side on the same processes, what a shorter prompt costs in noise and whether a short
+warm-up leaves the first timed request slower than the rest.
+
+Each process pair (the same build both sides, started fresh as the gate starts its engines)
+gets a warm-up of one kind ("full": the timed request itself; "short": the gate's, one
+sentence and 4 tokens; "none"), taken in turn, then one block of interleaved timed pairs per
+prompt length, the lengths' order rotated from pair to pair. Reported per length: the pooled
+within-process-pair SD of the log-ratio (generation, prompt processing), the SD of the
+process pairs' mean log-ratios, and the median wall time of one request; per warm-up kind:
+the first timed request's rate relative to the median of the rest of its process.
+
+Usage (from the repo root, after scripts/bootstrap; nothing else running):
+    .venv/bin/python benchmarks/perf_cost.py --process-pairs 12
+    .venv/bin/python benchmarks/perf_cost.py --summary   # the tables, from the file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from perf_gate import ROOT, Engines, engine_and_model  # type: ignore[import-not-found]
+
+from llamapin.config import GateConfig, PerfConfig
+from llamapin.gate.run import WARM_UP, timed_request
+from llamapin.server import Server
+
+WARM_UPS = ("full", "short", "none")
+
+
+def config(sentences: int, n_predict: int = 32) -> GateConfig:
+    return GateConfig(
+        request_timeout_s=600.0,
+        perf=PerfConfig(prompt_sentences=sentences, n_predict=n_predict),
+    )
+
+
+def warm(server: Server, kind: str, full: GateConfig) -> None:
+    if kind == "full":
+        timed_request(server, full)
+    elif kind == "short":  # what the gate does
+        timed_request(server, full, WARM_UP)
+
+
+def process_pair(
+    engines: Engines, n: int, lengths: list[int], pairs: int, warm_kind: str
+) -> dict[str, Any]:
+    rotated = lengths[n % len(lengths) :] + lengths[: n % len(lengths)]
+    rows: list[dict[str, Any]] = []
+    with engines.pair(n) as (cand, base):
+        for server in (cand, base):
+            warm(server, warm_kind, config(rotated[0]))
+        seq = 0
+        for length in rotated:
+            cfg = config(length)
+            for i in range(pairs):
+                order = [("cand", cand), ("base", base)]
+                if (n + i) % 2:
+                    order.reverse()
+                for role, server in order:
+                    result = timed_request(server, cfg)
+                    rows.append({"role": role, "length": length, "seq": seq, **result})
+                    seq += 1
+    return {"pair": n, "warm_up": warm_kind, "order": rotated, "requests": rows}
+
+
+def _log_ratios(pair: dict[str, Any], length: int, key: str) -> list[float]:
+    cand = [r[key] for r in pair["requests"] if r["length"] == length and r["role"] == "cand"]
+    base = [r[key] for r in pair["requests"] if r["length"] == length and r["role"] == "base"]
+    return [math.log(c / b) for c, b in zip(cand, base, strict=True)]
+
+
+def summarize(data: dict[str, Any]) -> str:
+    pairs = data["process_pairs"]
+    lengths = sorted({r["length"] for p in pairs for r in p["requests"]})
+    out = [
+        "| prompt sentences | gen: SD within / between process pairs | "
+        "prompt: SD within / between | request wall s median | gen tok/s | prompt tok/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for length in lengths:
+        cells = []
+        for key in ("gen_tps", "prompt_tps"):
+            groups = [_log_ratios(p, length, key) for p in pairs]
+            within = math.sqrt(statistics.fmean(statistics.variance(g) for g in groups))
+            between = statistics.stdev(statistics.fmean(g) for g in groups)
+            cells.append(f"{within:.3f} / {between:.3f}")
+        reqs = [r for p in pairs for r in p["requests"] if r["length"] == length]
+        wall = statistics.median(r["wall_s"] for r in reqs)
+        gen = statistics.median(r["gen_tps"] for r in reqs)
+        pp = statistics.median(r["prompt_tps"] for r in reqs)
+        out.append(f"| {length} | {cells[0]} | {cells[1]} | {wall:.2f} | {gen:.1f} | {pp:.0f} |")
+    out += [
+        "",
+        "| warm-up | process pairs | first timed request / median of the rest of its length "
+        "(gen, prompt; median over engines) | first request wall s (median) |",
+        "|---|---|---|---|",
+    ]
+    for kind in WARM_UPS:
+        chosen = [p for p in pairs if p["warm_up"] == kind]
+        if not chosen:
+            continue
+        gen_rel, pp_rel, walls = [], [], []
+        for p in chosen:
+            first_length = p["order"][0]
+            for role in ("cand", "base"):
+                reqs = [
+                    r for r in p["requests"] if r["role"] == role and r["length"] == first_length
+                ]
+                first, rest = reqs[0], reqs[1:]
+                gen_rel.append(first["gen_tps"] / statistics.median(r["gen_tps"] for r in rest))
+                pp_rel.append(
+                    first["prompt_tps"] / statistics.median(r["prompt_tps"] for r in rest)
+                )
+                walls.append(first["wall_s"])
+        out.append(
+            f"| {kind} | {len(chosen)} | {statistics.median(gen_rel):.3f}, "
+            f"{statistics.median(pp_rel):.3f} (min {min(gen_rel):.3f}, {min(pp_rel):.3f}) | "
+            f"{statistics.median(walls):.2f} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/perf_cost.json")
+    parser.add_argument("--process-pairs", type=int, default=12)
+    parser.add_argument("--pairs", type=int, default=4, help="timed pairs per length")
+    parser.add_argument("--lengths", default="24,12,6", help="prompt sentences, comma-separated")
+    parser.add_argument("--install-root", type=Path, default=ROOT)
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    data: dict[str, Any] = {"process_pairs": []}
+    if args.out.is_file():
+        data = json.loads(args.out.read_text())
+    if not args.summary:
+        pin, binary, model = engine_and_model(args.install_root)
+        engines = Engines(binary, model, args.install_root / ".llamapin/logs/bench", None)
+        lengths = [int(x) for x in args.lengths.split(",")]
+        data.update(pin=pin.build, engine_env=engines.env)
+        for _ in range(args.process_pairs):
+            n = len(data["process_pairs"])
+            began = time.monotonic()
+            row = process_pair(engines, n, lengths, args.pairs, WARM_UPS[n % len(WARM_UPS)])
+            row["wall_s"] = round(time.monotonic() - began, 2)
+            with open("/proc/loadavg") as f:
+                row["load"] = float(f.read().split()[0])
+            data["process_pairs"].append(row)
+            args.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            print(f"process pair {n}: {row['warm_up']} warm-up, {row['wall_s']:.0f} s", flush=True)
+    print(summarize(data))
+
+
+if __name__ == "__main__":
+    main()
