@@ -99,8 +99,8 @@ def test_nothing_can_float_to_latest(tmp_path: Path) -> None:
 def test_a_small_context_is_fine_without_the_perf_test(tmp_path: Path) -> None:
     """The perf prompt must fit gate.ctx_size only when the perf test can run."""
     path = tmp_path / "small.toml"
-    path.write_text('[gate]\nctx_size = 256\n[gate.perf]\nmode = "off"\n')
-    assert load_config(tmp_path, path).gate.ctx_size == 256
-    path.write_text("[gate]\nctx_size = 256\n")
-    with pytest.raises(ConfigError, match="need about 512 tokens, more than ctx_size"):
+    path.write_text('[gate]\nctx_size = 128\n[gate.perf]\nmode = "off"\n')
+    assert load_config(tmp_path, path).gate.ctx_size == 128
+    path.write_text("[gate]\nctx_size = 128\n")
+    with pytest.raises(ConfigError, match=r"need about 152 tokens, more than ctx_size \(128\)"):
         load_config(tmp_path, path)
