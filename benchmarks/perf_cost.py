@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from perf_gate import ROOT, Engines, engine_and_model  # type: ignore[import-not-found]
+from perf_gate import ROOT, Engines, engine_and_model
 
 from llamapin.config import GateConfig, PerfConfig
 from llamapin.gate.run import WARM_UP, timed_request
@@ -56,7 +56,11 @@ def warm(server: Server, kind: str, full: GateConfig) -> None:
 def process_pair(
     engines: Engines, n: int, lengths: list[int], pairs: int, warm_kind: str
 ) -> dict[str, Any]:
-    rotated = lengths[n % len(lengths) :] + lengths[: n % len(lengths)]
+    # the rotation moves every len(WARM_UPS) pairs, so each warm-up kind meets each first length
+    # (the first 12 pairs of the stored record rotated with n itself: warm-up and first length
+    # went together there; every row stores its own order)
+    k = (n // len(WARM_UPS)) % len(lengths)
+    rotated = lengths[k:] + lengths[:k]
     rows: list[dict[str, Any]] = []
     with engines.pair(n) as (cand, base):
         for server in (cand, base):
@@ -81,21 +85,32 @@ def _log_ratios(pair: dict[str, Any], length: int, key: str) -> list[float]:
     return [math.log(c / b) for c, b in zip(cand, base, strict=True)]
 
 
+def spread(groups: list[list[float]]) -> str:
+    """Pooled within-group SD, the median of the groups' own SDs (robust to one disturbed
+    block), and the SD of the group means; n/a where there are too few values."""
+    groups = [g for g in groups if len(g) >= 2]
+    if len(groups) < 2:
+        return "n/a"
+    within = math.sqrt(statistics.fmean(statistics.variance(g) for g in groups))
+    typical = statistics.median(statistics.stdev(g) for g in groups)
+    between = statistics.stdev(statistics.fmean(g) for g in groups)
+    return f"{within:.3f} ({typical:.3f}) / {between:.3f}"
+
+
 def summarize(data: dict[str, Any]) -> str:
     pairs = data["process_pairs"]
     lengths = sorted({r["length"] for p in pairs for r in p["requests"]})
     out = [
-        "| prompt sentences | gen: SD within / between process pairs | "
-        "prompt: SD within / between | request wall s median | gen tok/s | prompt tok/s |",
+        "| prompt sentences | gen: SD within (median of process pairs') / between | "
+        "prompt: SD within (median) / between | request wall s median | gen tok/s | "
+        "prompt tok/s |",
         "|---|---|---|---|---|---|",
     ]
     for length in lengths:
-        cells = []
-        for key in ("gen_tps", "prompt_tps"):
-            groups = [_log_ratios(p, length, key) for p in pairs]
-            within = math.sqrt(statistics.fmean(statistics.variance(g) for g in groups))
-            between = statistics.stdev(statistics.fmean(g) for g in groups)
-            cells.append(f"{within:.3f} / {between:.3f}")
+        cells = [
+            spread([_log_ratios(p, length, key) for p in pairs])
+            for key in ("gen_tps", "prompt_tps")
+        ]
         reqs = [r for p in pairs for r in p["requests"] if r["length"] == length]
         wall = statistics.median(r["wall_s"] for r in reqs)
         gen = statistics.median(r["gen_tps"] for r in reqs)
@@ -103,33 +118,45 @@ def summarize(data: dict[str, Any]) -> str:
         out.append(f"| {length} | {cells[0]} | {cells[1]} | {wall:.2f} | {gen:.1f} | {pp:.0f} |")
     out += [
         "",
-        "| warm-up | process pairs | first timed request / median of the rest of its length "
-        "(gen, prompt; median over engines) | first request wall s (median) |",
-        "|---|---|---|---|",
+        "| warm-up | first timed length | process pairs | first timed request / median of the "
+        "rest of its length (gen, prompt; median over engines) | worst (gen, prompt) |",
+        "|---|---|---|---|---|",
     ]
     for kind in WARM_UPS:
-        chosen = [p for p in pairs if p["warm_up"] == kind]
-        if not chosen:
-            continue
-        gen_rel, pp_rel, walls = [], [], []
-        for p in chosen:
-            first_length = p["order"][0]
-            for role in ("cand", "base"):
-                reqs = [
-                    r for r in p["requests"] if r["role"] == role and r["length"] == first_length
-                ]
-                first, rest = reqs[0], reqs[1:]
-                gen_rel.append(first["gen_tps"] / statistics.median(r["gen_tps"] for r in rest))
-                pp_rel.append(
-                    first["prompt_tps"] / statistics.median(r["prompt_tps"] for r in rest)
-                )
-                walls.append(first["wall_s"])
-        out.append(
-            f"| {kind} | {len(chosen)} | {statistics.median(gen_rel):.3f}, "
-            f"{statistics.median(pp_rel):.3f} (min {min(gen_rel):.3f}, {min(pp_rel):.3f}) | "
-            f"{statistics.median(walls):.2f} |"
-        )
+        for first_length in [*lengths, None]:  # None: every first length together
+            chosen = [
+                p for p in pairs if p["warm_up"] == kind and first_length in (None, p["order"][0])
+            ]
+            relative = [rel for p in chosen for rel in _first_vs_rest(p)]
+            if not relative:
+                continue
+            gen = [g for g, _ in relative]
+            pp = [q for _, q in relative]
+            out.append(
+                f"| {kind} | {first_length or 'all'} | {len(chosen)} | "
+                f"{statistics.median(gen):.3f}, {statistics.median(pp):.3f} | "
+                f"{min(gen):.3f}, {min(pp):.3f} |"
+            )
     return "\n".join(out)
+
+
+def _first_vs_rest(pair: dict[str, Any]) -> list[tuple[float, float]]:
+    """Per engine: its first timed request's rates over the median of the rest of that length."""
+    found = []
+    for role in ("cand", "base"):
+        reqs = [
+            r for r in pair["requests"] if r["role"] == role and r["length"] == pair["order"][0]
+        ]
+        if len(reqs) < 2:
+            continue
+        first, rest = reqs[0], reqs[1:]
+        found.append(
+            (
+                first["gen_tps"] / statistics.median(r["gen_tps"] for r in rest),
+                first["prompt_tps"] / statistics.median(r["prompt_tps"] for r in rest),
+            )
+        )
+    return found
 
 
 def main() -> None:
@@ -141,6 +168,8 @@ def main() -> None:
     parser.add_argument("--install-root", type=Path, default=ROOT)
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
+    if args.pairs < 2:
+        parser.error("--pairs must be at least 2 (a spread needs two pairs)")
     data: dict[str, Any] = {"process_pairs": []}
     if args.out.is_file():
         data = json.loads(args.out.read_text())
@@ -148,7 +177,12 @@ def main() -> None:
         pin, binary, model = engine_and_model(args.install_root)
         engines = Engines(binary, model, args.install_root / ".llamapin/logs/bench", None)
         lengths = [int(x) for x in args.lengths.split(",")]
-        data.update(pin=pin.build, engine_env=engines.env)
+        for key, now in (("pin", pin.build), ("engine_env", engines.env)):
+            if data.setdefault(key, now) != now:
+                raise SystemExit(
+                    f"{args.out} holds a record made with {key} {data[key]!r}, not {now!r}: "
+                    "give another --out to start a new record"
+                )
         for _ in range(args.process_pairs):
             n = len(data["process_pairs"])
             began = time.monotonic()
