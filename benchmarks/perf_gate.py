@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"aa": 0.0, "s05": 0.05, "s10": 0.10, "s15": 0.15, "s20": 0.20}
 GOALS = {"aa": 100, "s10": 100, "s05": 30, "s15": 30, "s20": 30}
 CGROUP = Path("/sys/fs/cgroup/cpu/llamapin-bench")
+DEFAULT_PERF = PerfConfig().model_dump()
 
 
 class Throttle:
@@ -186,7 +187,7 @@ def slowdown_size(
         "throttled_gen_tps": statistics.fmean(slow),
         "slowdown": 1 - statistics.fmean(slow) / statistics.fmean(plain),
         "blocks": blocks,
-        "prompt_sentences": cfg.perf.prompt_sentences,
+        "perf_config": cfg.perf.model_dump(),
         "when": time.time(),
     }
 
@@ -202,28 +203,36 @@ def pct(values: list[float], q: float) -> float:
 
 
 def settings(record: dict[str, Any]) -> str:
-    """What a decision was measured with: the timed request and the warm-up (decisions made
-    before the warm-up was shortened record none: theirs was a timed request)."""
-    perf = record.get("perf_config") or {}
+    """What a decision was measured with: the timed request, the warm-up (decisions made
+    before it was shortened record none: theirs was a timed request) and every other perf
+    setting that differs from the shipped default. Records from before a setting existed
+    had its default then (24 prompt sentences)."""
+    perf = {**DEFAULT_PERF, "prompt_sentences": 24, **record.get("perf_config", {})}
     warm = record.get("warm_up")
     warm_text = "a timed request" if warm is None else f"{warm[0]} sentence, {warm[1]} tokens"
-    return (
-        f"{perf.get('prompt_sentences', 24)} sentences, {perf.get('n_predict', 32)} tokens; "
-        f"warm-up {warm_text}"
+    shown = ("prompt_sentences", "n_predict")
+    others = [
+        f"{k} {v}" for k, v in sorted(perf.items()) if k not in shown and v != DEFAULT_PERF.get(k)
+    ]
+    return "; ".join(
+        [
+            f"{perf['prompt_sentences']} sentences, {perf['n_predict']} tokens",
+            f"warm-up {warm_text}",
+            *others,
+        ]
     )
 
 
-def same_run(record: dict[str, Any], perf: dict[str, Any]) -> bool:
-    """A decision the record continues with: the same perf settings and warm-up."""
-    return record.get("perf_config") == perf and record.get("warm_up") == list(WARM_UP)
+def size_key(record: dict[str, Any]) -> tuple[float, int, int]:
+    """A slowdown-size record's target and the timed request it was measured with (the
+    oldest records name none: 24 sentences; some name only their sentences)."""
+    sentences = record.get("prompt_sentences", 24)
+    perf = {"prompt_sentences": sentences, "n_predict": 32, **record.get("perf_config", {})}
+    return record["target"], perf["prompt_sentences"], perf["n_predict"]
 
 
 def summarize(records: list[dict[str, Any]]) -> str:
-    sizes = {
-        (r["target"], r.get("prompt_sentences", 24)): r["slowdown"]
-        for r in records
-        if r["kind"] == "size"
-    }
+    sizes = {size_key(r): r["slowdown"] for r in records if r["kind"] == "size"}
     lines = [
         "| settings | set | measured slowdown | decisions | fail [95% CI] | pass [95% CI] | "
         "inconclusive | pairs median / p95 | wall s median / p95 | median-ratio rule: fail | "
@@ -231,7 +240,7 @@ def summarize(records: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     decisions = [r for r in records if r["kind"] == "decision"]
-    groups = sorted({settings(r) for r in decisions}, key=lambda k: -int(k.split()[0]))
+    groups = sorted({settings(r) for r in decisions}, key=lambda k: (-int(k.split()[0]), k))
     for (group, label), target in (
         ((g, label), target) for g in groups for label, target in TARGETS.items()
     ):
@@ -242,7 +251,7 @@ def summarize(records: list[dict[str, Any]]) -> str:
         count = {k: sum(r["outcome"] == k for r in rows) for k in ("fail", "pass", "inconclusive")}
         pairs = [float(r["pairs"]) for r in rows]
         wall = [float(r["total_s"]) for r in rows]
-        measured = sizes.get((target, int(group.split()[0])), math.nan)
+        measured = sizes.get(size_key({**rows[0], "target": target}), math.nan)
         size = "0 (A/A)" if target == 0 else f"{measured:.1%}"
         ratio = sum(r["median_ratio_rule"] == "fail" for r in rows)
         busy = sum(bool(r.get("busy")) for r in rows)  # records before the warning: none
@@ -326,21 +335,17 @@ def main() -> None:
     try:
         for _ in range(args.chunk):
             done: dict[str, int] = {}
+            this_run = {"perf_config": gate_cfg.perf.model_dump(), "warm_up": list(WARM_UP)}
             for r in records:  # a record grows only with decisions made the same way
-                if r["kind"] == "decision" and same_run(r, gate_cfg.perf.model_dump()):
+                if r["kind"] == "decision" and settings(r) == settings(this_run):
                     done[r["set"]] = done.get(r["set"], 0) + 1
             label = next_set(done, goals)
             if label is None:
                 print("every set has reached its goal", file=sys.stderr)
                 break
             target = TARGETS[label]
-            sentences = gate_cfg.perf.prompt_sentences
-            if target and not any(
-                r["kind"] == "size"
-                and r["target"] == target
-                and r.get("prompt_sentences", 24) == sentences
-                for r in records
-            ):
+            wanted = size_key({"target": target, "perf_config": gate_cfg.perf.model_dump()})
+            if target and not any(r["kind"] == "size" and size_key(r) == wanted for r in records):
                 engines = Engines(binary, model, logs, throttle)
                 size = slowdown_size(engines, throttle, target, args.size_blocks, gate_cfg)
                 size["pin"] = pin.build
