@@ -18,6 +18,9 @@ the first timed request's rate relative to the median of the rest of its process
 Usage (from the repo root, after scripts/bootstrap; nothing else running):
     .venv/bin/python benchmarks/perf_cost.py --process-pairs 12
     .venv/bin/python benchmarks/perf_cost.py --summary   # the tables, from the file
+    # the warm-up alone, before the default prompt's first timed request
+    .venv/bin/python benchmarks/perf_cost.py --lengths 6 --process-pairs 15 \
+        --out benchmarks/results/perf_cost-warmup.json
 """
 
 from __future__ import annotations
@@ -54,12 +57,13 @@ def warm(server: Server, kind: str, full: GateConfig) -> None:
 
 
 def process_pair(
-    engines: Engines, n: int, lengths: list[int], pairs: int, warm_kind: str
+    engines: Engines, n: int, lengths: list[int], pairs: int, kinds: list[str]
 ) -> dict[str, Any]:
-    # the rotation moves every len(WARM_UPS) pairs, so each warm-up kind meets each first length
+    # the rotation moves every len(kinds) pairs, so each warm-up kind meets each first length
     # (the first 12 pairs of the stored record rotated with n itself: warm-up and first length
     # went together there; every row stores its own order)
-    k = (n // len(WARM_UPS)) % len(lengths)
+    warm_kind = kinds[n % len(kinds)]
+    k = (n // len(kinds)) % len(lengths)
     rotated = lengths[k:] + lengths[:k]
     rows: list[dict[str, Any]] = []
     with engines.pair(n) as (cand, base):
@@ -165,6 +169,9 @@ def main() -> None:
     parser.add_argument("--process-pairs", type=int, default=12)
     parser.add_argument("--pairs", type=int, default=4, help="timed pairs per length")
     parser.add_argument("--lengths", default="24,12,6", help="prompt sentences, comma-separated")
+    parser.add_argument(
+        "--warm-ups", default=",".join(WARM_UPS), help="warm-up kinds taken in turn"
+    )
     parser.add_argument("--install-root", type=Path, default=ROOT)
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
@@ -177,6 +184,9 @@ def main() -> None:
         pin, binary, model = engine_and_model(args.install_root)
         engines = Engines(binary, model, args.install_root / ".llamapin/logs/bench", None)
         lengths = [int(x) for x in args.lengths.split(",")]
+        kinds = args.warm_ups.split(",")
+        if not set(kinds) <= set(WARM_UPS):
+            parser.error(f"--warm-ups: kinds are {', '.join(WARM_UPS)}")
         for key, now in (("pin", pin.build), ("engine_env", engines.env)):
             if data.setdefault(key, now) != now:
                 raise SystemExit(
@@ -186,7 +196,7 @@ def main() -> None:
         for _ in range(args.process_pairs):
             n = len(data["process_pairs"])
             began = time.monotonic()
-            row = process_pair(engines, n, lengths, args.pairs, WARM_UPS[n % len(WARM_UPS)])
+            row = process_pair(engines, n, lengths, args.pairs, kinds)
             row["wall_s"] = round(time.monotonic() - began, 2)
             with open("/proc/loadavg") as f:
                 row["load"] = float(f.read().split()[0])
