@@ -171,9 +171,11 @@ def generate(server: Server, prompt: Prompt, cfg: GateConfig) -> Generation:
 
 
 WARM_UP = (1, 4)
-"""The warm-up request of a fresh engine: (prompt sentences, tokens). It runs every layer
-once (the weights paged in, the threads started); measured, a timed request after it is as
-fast as the rest of its process (docs/benchmarks.md), at a fraction of a timed request's cost."""
+"""The warm-up request of each engine of a round: (prompt sentences, tokens). It runs every
+layer once (the weights paged in, the threads started); measured, the first timed request
+after it was within 0-3% of the rest of its process at the median, about as after a full-size
+warm-up (docs/benchmarks.md), at a fraction of a timed request's cost; what is left is alike
+on both sides and cancels in the round's first pair."""
 
 
 def timed_request(
