@@ -36,7 +36,7 @@ from typing import Any
 from perf_gate import ROOT, Engines, engine_and_model
 
 from llamapin.config import GateConfig, PerfConfig
-from llamapin.gate.run import WARM_UP, timed_request
+from llamapin.gate.run import WARM_UP, machine_load, timed_request
 from llamapin.server import Server
 
 WARM_UPS = ("full", "short", "none")
@@ -198,8 +198,7 @@ def main() -> None:
             began = time.monotonic()
             row = process_pair(engines, n, lengths, args.pairs, kinds)
             row["wall_s"] = round(time.monotonic() - began, 2)
-            with open("/proc/loadavg") as f:
-                row["load"] = float(f.read().split()[0])
+            row["load"] = machine_load()
             data["process_pairs"].append(row)
             args.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
             print(f"process pair {n}: {row['warm_up']} warm-up, {row['wall_s']:.0f} s", flush=True)

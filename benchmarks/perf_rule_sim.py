@@ -20,6 +20,7 @@ import argparse
 import math
 import random
 import statistics
+from dataclasses import replace
 
 from llamapin.config import PerfConfig
 from llamapin.gate import perf as pf
@@ -27,17 +28,11 @@ from llamapin.gate import perf as pf
 P = PerfConfig().params()
 
 
-def decide(groups: list[list[float]], weight: float) -> str:
-    """The gate's rule with this look's share of alpha and beta (``1 / looks`` as shipped)."""
-    est = pf.estimate(groups, P)
-    upper = est.mean + pf.t_quantile(1 - P.alpha * weight, est.df) * est.se
-    lower = est.mean - pf.t_quantile(1 - P.beta * weight, est.df) * est.se
-    if est.rounds >= P.min_rounds:
-        if upper < math.log(1 - P.fail_margin):
-            return "fail"
-        if lower > math.log(1 - P.tolerance):
-            return "pass"
-    return "inconclusive" if est.rounds >= P.max_rounds else "continue"
+def decide(groups: list[list[float]], weight: float) -> pf.MetricDecision:
+    """The gate's own rule with this look's share of alpha and beta (``1 / looks`` as
+    shipped): alpha and beta scaled so that what the rule spends at a look is that share."""
+    scale = weight * P.looks
+    return pf.decide("metric", groups, replace(P, alpha=P.alpha * scale, beta=P.beta * scale))
 
 
 def simulate(
@@ -58,18 +53,12 @@ def simulate(
                 groups.append([d + b + rng.gauss(0.0, sd) for _ in range(P.round_size)])
             look = len(metrics[0]) - P.min_rounds
             w = weights[min(max(look, 0), len(weights) - 1)]
-            outcomes = [decide(g, w) for g in metrics]
+            out = pf.combine([decide(g, w) for g in metrics])  # as the gate combines them
             if look >= 0:
                 empirical += sum(pf.estimate(g, P).df == len(g) - 1 for g in metrics)
                 looked += len(metrics)
-            if "fail" in outcomes:
-                out = "fail"
-            elif outcomes == ["pass", "pass"]:
-                out = "pass"
-            elif "continue" in outcomes:
+            if out == "continue":
                 continue
-            else:
-                out = "inconclusive"
             break
         counts[out] += 1
         rounds.append(len(metrics[0]))
