@@ -225,9 +225,8 @@ def settings(record: dict[str, Any]) -> str:
 
 def size_key(record: dict[str, Any]) -> tuple[float, int, int]:
     """A slowdown-size record's target and the timed request it was measured with (the
-    oldest records name none: 24 sentences; some name only their sentences)."""
-    sentences = record.get("prompt_sentences", 24)
-    perf = {"prompt_sentences": sentences, "n_predict": 32, **record.get("perf_config", {})}
+    oldest records name none: 24 sentences, 32 tokens)."""
+    perf = {"prompt_sentences": 24, "n_predict": 32, **record.get("perf_config", {})}
     return record["target"], perf["prompt_sentences"], perf["n_predict"]
 
 
