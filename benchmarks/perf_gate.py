@@ -11,6 +11,8 @@ reads it and continues, so the record grows across runs, in chunks.
 Usage (from the repo root, after scripts/bootstrap; as root, for the CPU quota):
     .venv/bin/python benchmarks/perf_gate.py --chunk 20      # 20 more decisions
     .venv/bin/python benchmarks/perf_gate.py --summary       # the tables, no runs
+Ctrl-C or ``kill -TERM PID`` (also for a background run) finishes the decision under way,
+records it and stops; a second one stops at once, the decision under way unrecorded.
 
 Sets and goals (decisions each): aa 100, s10 100, s05 / s15 / s20 30; override
 with e.g. ``--goal aa=3 --goal s10=3``. The next decision always goes to the set
@@ -29,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -71,6 +74,23 @@ class Throttle:
 def quota_for(target: float) -> float:
     """A process that keeps both cores busy runs q/2 of each period under q CPUs."""
     return round((os.cpu_count() or 2) * (1 - target), 3)
+
+
+class Stop:
+    """SIGTERM or SIGINT (also in a background job, where the shell ignores SIGINT): finish
+    the step under way, record it, then stop; a second signal stops at once (the engines
+    are stopped and the quota lifted on the way out)."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.ask)
+
+    def ask(self, signum: int, frame: object) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        print("stopping after the step under way (signal again to stop now)", file=sys.stderr)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -331,8 +351,11 @@ def main() -> None:
     throttle = Throttle()
     logs = args.install_root / ".llamapin/logs/bench"
     records = read_records(args.out)
+    stop = Stop()
     try:
         for _ in range(args.chunk):
+            if stop.asked:
+                break
             done: dict[str, int] = {}
             this_run = {"perf_config": gate_cfg.perf.model_dump(), "warm_up": list(WARM_UP)}
             for r in records:  # a record grows only with decisions made the same way
