@@ -42,10 +42,10 @@ from llamapin.config import Config, GateConfig, PerfConfig
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
 from llamapin.gate.run import measure, timed_request
-from llamapin.server import Server, ServerSpec
+from llamapin.server import Server, ServerSpec, fit_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_gate import Engines, next_set
+from perf_gate import DEFAULT_PERF, Engines, Stop, next_set
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks/results/real_builds.json"
@@ -90,11 +90,20 @@ class Builds(Engines):
     def __init__(self, cand: Path, base: Path, model: Path, logs: Path) -> None:
         super().__init__(base, model, logs, throttle=None)
         self.binaries = {"candidate": cand, "baseline": base}
+        # as the gate starts each engine (gate.fit's default), recorded with each step
+        self.envs = {role: fit_env(GateConfig().fit, b) for role, b in self.binaries.items()}
 
     def server(self, role: str, n: int) -> Server:
         binary = self.binaries[role]
         log = self.logs / f"{role}-{n}.log"
-        spec = ServerSpec(binary, self.model, log, health_timeout_s=600.0, label=f"the {role}")
+        spec = ServerSpec(
+            binary,
+            self.model,
+            log,
+            health_timeout_s=600.0,
+            label=f"the {role}",
+            env=self.envs[role],
+        )
         return Server(spec).start()
 
 
@@ -190,11 +199,29 @@ def noise(groups: list[list[float]]) -> tuple[float, float, float, int]:
     return within, robust, between, len(centred)
 
 
+def settings(record: dict[str, Any]) -> str:
+    """The timed request and engine environment a step was measured with (records from
+    before either was recorded: 24 sentences, and llama.cpp's fitting load at every start)."""
+    perf = {**DEFAULT_PERF, "prompt_sentences": 24, **record.get("perf_config", {})}
+    envs = record.get("engine_env", {})
+    fit = ", ".join(sorted({e.get("LLAMA_ARG_FIT", "default") for e in envs.values()})) or "on"
+    return f"{perf['prompt_sentences']} sentences, {perf['n_predict']} tokens; fit {fit}"
+
+
 def mb(values: list[float]) -> str:
     return f"{statistics.median(values) / 2**20:.0f}" if values else "-"
 
 
 def summarize(records: list[dict[str, Any]]) -> str:
+    """One pair of tables per settings, the newest first."""
+    groups = sorted({settings(r) for r in records}, key=lambda k: (int(k.split()[0]), k))
+    return "\n\n".join(
+        f"{group}:\n\n" + summarize_group([r for r in records if settings(r) == group])
+        for group in groups
+    )
+
+
+def summarize_group(records: list[dict[str, Any]]) -> str:
     lines = [
         "| pair | true ratio gen [95% CI] | true ratio prompt [95% CI] | peak RSS MiB cand/base "
         "| load s cand/base | gate decisions | gate pairs median (range) | gate wall s median "
@@ -278,15 +305,21 @@ def main() -> None:
         model = ensure_model(
             cfg.model, Cache(Path(cfg.cache_dir)), cfg.engine.index_url, http, ROOT
         )
+    envs = {role: fit_env(GateConfig().fit, binary) for role, binary in binaries.items()}
+    this_run = {"perf_config": PerfConfig().model_dump(), "engine_env": envs}
     started = time.monotonic()
+    stop = Stop()
     for _ in range(args.steps):
+        if stop.asked:
+            break
         if args.stop_after_s is not None and time.monotonic() - started > args.stop_after_s:
             print("stopped: --stop-after-s reached", file=sys.stderr)
             break
         done: dict[str, int] = {}
-        for r in records:
-            key = f"{r['pair']}/{r['step']}"
-            done[key] = done.get(key, 0) + 1
+        for r in records:  # the goals count only steps measured the way this run measures
+            if settings(r) == settings(this_run):
+                key = f"{r['pair']}/{r['step']}"
+                done[key] = done.get(key, 0) + 1
         which = next_set(done, goals)
         if which is None:
             print("every set has reached its goal", file=sys.stderr)
@@ -307,6 +340,8 @@ def main() -> None:
         except EngineError as exc:  # recorded and counted, never a ratio or a decision
             row["error"] = exc.line()
         row.update(
+            perf_config=gate_cfg.perf.model_dump(),
+            engine_env=engines.envs,
             load_after=load_avg(),
             step_s=round(time.time() - began, 1),
             when=began,
