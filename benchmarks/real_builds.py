@@ -213,7 +213,7 @@ def mb(values: list[float]) -> str:
 
 
 def summarize(records: list[dict[str, Any]]) -> str:
-    """One pair of tables per settings, the newest first."""
+    """One pair of tables per settings, the shortest timed request (the current default) first."""
     groups = sorted({settings(r) for r in records}, key=lambda k: (int(k.split()[0]), k))
     return "\n\n".join(
         f"{group}:\n\n" + summarize_group([r for r in records if settings(r) == group])
