@@ -87,10 +87,12 @@ class Stop:
             signal.signal(sig, self.ask)
 
     def ask(self, signum: int, frame: object) -> None:
-        if self.asked:
+        if self.asked:  # from here on nothing interrupts the clean-up
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
             raise KeyboardInterrupt
         self.asked = True
-        print("stopping after the step under way (signal again to stop now)", file=sys.stderr)
+        os.write(2, b"stopping after the step under way (signal again to stop now)\n")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -377,6 +379,8 @@ def main() -> None:
                     f"{label}: quota {size['quota_cpus']} CPUs: measured {size['slowdown']:.1%}",
                     file=sys.stderr,
                 )
+                if stop.asked:
+                    break
             throttle.set(quota_for(target) if target else None)
             try:
                 row = decision(Engines(binary, model, logs, throttle), gate_cfg, label)

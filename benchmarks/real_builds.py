@@ -41,11 +41,12 @@ from typing import Any
 from llamapin.config import Config, GateConfig, PerfConfig
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
-from llamapin.gate.run import measure, timed_request
+from llamapin.gate.run import WARM_UP, measure, timed_request
 from llamapin.server import Server, ServerSpec, fit_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_gate import DEFAULT_PERF, Engines, Stop, next_set
+from perf_gate import Engines, Stop, next_set
+from perf_gate import settings as gate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks/results/real_builds.json"
@@ -200,12 +201,13 @@ def noise(groups: list[list[float]]) -> tuple[float, float, float, int]:
 
 
 def settings(record: dict[str, Any]) -> str:
-    """The timed request and engine environment a step was measured with (records from
-    before either was recorded: 24 sentences, and llama.cpp's fitting load at every start)."""
-    perf = {**DEFAULT_PERF, "prompt_sentences": 24, **record.get("perf_config", {})}
+    """The perf settings, the gate steps' warm-up and the engine environment a step was
+    measured with, named as perf_gate.py names them (records from before these were
+    recorded: 24 sentences, a timed request as the warm-up, and llama.cpp's fitting load
+    at every start)."""
     envs = record.get("engine_env", {})
     fit = ", ".join(sorted({e.get("LLAMA_ARG_FIT", "default") for e in envs.values()})) or "on"
-    return f"{perf['prompt_sentences']} sentences, {perf['n_predict']} tokens; fit {fit}"
+    return f"{gate_settings(record)}; fit {fit}"
 
 
 def mb(values: list[float]) -> str:
@@ -305,8 +307,15 @@ def main() -> None:
         model = ensure_model(
             cfg.model, Cache(Path(cfg.cache_dir)), cfg.engine.index_url, http, ROOT
         )
-    envs = {role: fit_env(GateConfig().fit, binary) for role, binary in binaries.items()}
-    this_run = {"perf_config": PerfConfig().model_dump(), "engine_env": envs}
+    envs = {name: fit_env(GateConfig().fit, binary) for name, binary in binaries.items()}
+
+    def now(pair: str) -> str:
+        """The settings a step of this pair is measured with in this run."""
+        cand, base, _ = PAIRS[pair]
+        env = {"candidate": envs[cand], "baseline": envs[base]}
+        now = {"perf_config": PerfConfig().model_dump(), "warm_up": list(WARM_UP)}
+        return settings({**now, "engine_env": env})
+
     started = time.monotonic()
     stop = Stop()
     for _ in range(args.steps):
@@ -317,7 +326,7 @@ def main() -> None:
             break
         done: dict[str, int] = {}
         for r in records:  # the goals count only steps measured the way this run measures
-            if settings(r) == settings(this_run):
+            if settings(r) == now(r["pair"]):
                 key = f"{r['pair']}/{r['step']}"
                 done[key] = done.get(key, 0) + 1
         which = next_set(done, goals)
@@ -341,6 +350,7 @@ def main() -> None:
             row["error"] = exc.line()
         row.update(
             perf_config=gate_cfg.perf.model_dump(),
+            warm_up=list(WARM_UP),  # the gate steps' (measure's); a ratio step's is a timed request
             engine_env=engines.envs,
             load_after=load_avg(),
             step_s=round(time.time() - began, 1),
