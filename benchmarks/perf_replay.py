@@ -72,7 +72,8 @@ def replay(record: dict[str, Any], p: pf.SprtParams) -> tuple[str, int, list[str
     record does not have."""
     groups = {m: _round_groups(record["samples"], m) for m in METRICS}
     recorded = record["rounds"]
-    # measure's clock check before the last look: the budget is spent when its wall time is
+    # measure checks its clock before each look: the last look was final if the wall time
+    # of the decision reached the budget
     budget_spent = record["wall_s"] >= record["perf_config"]["budget_s"]
     for r in range(1, recorded + 1):
         final = r == recorded and budget_spent
