@@ -41,7 +41,7 @@ from typing import Any
 from llamapin.config import Config, GateConfig, PerfConfig
 from llamapin.errors import EngineError
 from llamapin.gate import perf as pf
-from llamapin.gate.run import WARM_UP, measure, timed_request
+from llamapin.gate.run import WARM_UP, _round_groups, measure, timed_request
 from llamapin.server import Server, ServerSpec, fit_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -180,11 +180,7 @@ def groups_of(record: dict[str, Any], metric: str) -> list[list[float]]:
     """Paired log-ratios, one list per process pair, of a ratio or a gate record."""
     if record["step"] == "ratio":
         return [pf.log_ratios(record[f"cand_{metric}"], record[f"base_{metric}"])]
-    s = record["samples"]
-    groups: dict[int, list[float]] = {}
-    for r, c, b in zip(s["round"], s[f"cand_{metric}"], s[f"base_{metric}"], strict=True):
-        groups.setdefault(int(r), []).extend(pf.log_ratios([c], [b]))
-    return list(groups.values())
+    return _round_groups(record["samples"], metric)  # the gate's own grouping
 
 
 def noise(groups: list[list[float]]) -> tuple[float, float, float, int]:
