@@ -18,17 +18,32 @@ look, as ``measure`` does) on them:
   guessed: a variant's fail and pass counts are exact lower bounds, each at most the
   undetermined count short of the truth.
 
-The variant:
+The variants (each a change of the rule the record can judge, in whole or in part):
     verdict-alpha   alpha / 2 for each of the two metrics, so that the verdict's false
                     fail is at most alpha (a union over the metrics) instead of 2 x alpha.
                     The verdict's false pass needs the slowed metric to pass, so it is at
                     most beta already; beta stays. A stricter fail bound leaves every
                     decision that did not fail as it was (the pass bound depends on beta
                     only), so only fails can move: later, or undetermined.
+    first-look-half, first-look-third
+                    alpha spent unevenly: that share at the first look, the rest evenly
+                    over the later ones (the looks' alphas still add up to alpha, so the
+                    false fail stays at most alpha). A fail at the first look is known
+                    exactly; later fail bounds are stricter, so later fails can move.
+    max_pairs 24    fewer planned looks (5 instead of 9), so each gets a larger share of
+                    alpha and beta: every bound is looser, every decision comes at the
+                    recorded round or earlier, and those the cap ends are inconclusive, so
+                    the record decides this one exactly.
+    3-pair rounds   smaller rounds, emulated by keeping each recorded round's first 3
+                    pairs (the gate's alternation of who goes first would start each round
+                    from the other side half the time; here every round starts as
+                    recorded), the first look after 2 rounds and at most 10 rounds. Its time
+                    is the recording's time per round outside the timed requests plus the
+                    requests it kept.
 
 Rounds and wall time: an undetermined decision counts with at least one round more than
-recorded, at the recording's time per round, and the medians are then marked as lower
-bounds ("at least").
+recorded, at the recording's time per round; a median is exact when it stays the same with
+every undetermined decision's value made infinite, and marked "at least" otherwise.
 
 Usage (from the repo root, after scripts/bootstrap; reads the record, starts nothing):
     .venv/bin/python benchmarks/perf_replay.py
@@ -37,10 +52,11 @@ Usage (from the repo root, after scripts/bootstrap; reads the record, starts not
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +68,72 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf_gate import ROOT, TARGETS, rate, read_records, settings
 
 METRICS = {"gen_tps": "gen_outcome", "prompt_tps": "pp_outcome"}
-Rule = Callable[[pf.SprtParams], pf.SprtParams]
-VARIANTS: dict[str, tuple[str, Rule]] = {
-    "as recorded": ("the shipped rule with the record's settings", lambda p: p),
-    "verdict-alpha": (
+PER_PAIR = (
+    "cand_gen_tps",
+    "base_gen_tps",
+    "cand_prompt_tps",
+    "base_prompt_tps",
+    "cand_wall_s",
+    "base_wall_s",
+    "round",
+)
+# a rule: the parameters the gate would decide with at round r, from the record's own
+Rule = Callable[[pf.SprtParams, int], pf.SprtParams]
+
+
+@dataclass(frozen=True)
+class Variant:
+    what: str
+    rule: Rule
+    keep: int | None = None  # only the first ``keep`` pairs of every recorded round
+
+
+def front_loaded(share: float) -> Rule:
+    """``share`` of alpha at the first look, the rest in equal parts over the later looks
+    (Bonferroni still: the looks' alphas add up to alpha). ``decide`` spends alpha / looks
+    at each look, so each look gets the alpha that makes that its share."""
+
+    def rule(p: pf.SprtParams, r: int) -> pf.SprtParams:
+        first = r <= p.min_rounds
+        per_look = p.alpha * share if first else p.alpha * (1 - share) / (p.looks - 1)
+        return replace(p, alpha=per_look * p.looks)
+
+    return rule
+
+
+def smaller_rounds(pairs: int) -> Rule:
+    """Rounds of ``pairs`` pairs, the first look after two of them and at most 10 rounds
+    (as many looks as the shipped rule's)."""
+
+    def rule(p: pf.SprtParams, r: int) -> pf.SprtParams:
+        return replace(p, pairs_per_round=pairs, min_pairs=2 * pairs, max_pairs=10 * pairs)
+
+    return rule
+
+
+VARIANTS: dict[str, Variant] = {
+    "as recorded": Variant("the shipped rule with the record's settings", lambda p, r: p),
+    "verdict-alpha": Variant(
         "alpha / 2 per metric (the verdict's false fail at most alpha)",
-        lambda p: replace(p, alpha=p.alpha / len(METRICS)),
+        lambda p, r: replace(p, alpha=p.alpha / len(METRICS)),
+    ),
+    "first-look-half": Variant(
+        "half of alpha at the first look, the other half over the 8 later ones (beta as shipped)",
+        front_loaded(1 / 2),
+    ),
+    "first-look-third": Variant(
+        "a third of alpha at the first look, two thirds over the 8 later ones",
+        front_loaded(1 / 3),
+    ),
+    "max_pairs 24": Variant(
+        "at most 24 pairs (6 rounds, so 5 looks: each gets alpha / 5 and beta / 5)",
+        lambda p, r: replace(p, max_pairs=24),
+    ),
+    "3-pair rounds": Variant(
+        "rounds of 3 pairs (each recorded round's first 3), first look after 2 rounds "
+        "(6 pairs), at most 10",
+        smaller_rounds(3),
+        keep=3,
     ),
 }
 
@@ -66,17 +142,55 @@ def params_of(record: dict[str, Any]) -> pf.SprtParams:
     return PerfConfig.model_validate(record["perf_config"]).params()
 
 
-def replay(record: dict[str, Any], p: pf.SprtParams) -> tuple[str, int, list[str]]:
-    """(outcome, rounds, each metric's outcome) of the rule ``p`` on the record's samples,
+def kept(samples: dict[str, list[float]], keep: int | None) -> dict[str, list[float]]:
+    """The samples of the first ``keep`` pairs of every round (all of them for None)."""
+    if keep is None:
+        return samples
+    index: dict[float, int] = {}
+    chosen = []
+    for i, r in enumerate(samples["round"]):
+        index[r] = index.get(r, 0) + 1
+        if index[r] <= keep:
+            chosen.append(i)
+    return {k: [samples[k][i] for i in chosen] for k in PER_PAIR}
+
+
+def seconds(record: dict[str, Any], rounds: int, keep: int | None) -> tuple[float, float]:
+    """(wall s by the gate's clock, total s) of the first ``rounds`` rounds of a variant:
+    the recording's time per round outside the timed requests, plus the requests it kept
+    (beyond the recorded rounds, at the recording's mean time per round)."""
+    samples = record["samples"]
+    recorded = record["rounds"]
+    used = kept(samples, keep)
+    requests = [
+        c + b
+        for c, b, r in zip(used["cand_wall_s"], used["base_wall_s"], used["round"], strict=True)
+        if r < rounds
+    ]
+    all_requests = math.fsum(samples["cand_wall_s"]) + math.fsum(samples["base_wall_s"])
+    per_round = (record["total_s"] - all_requests) / recorded
+    clock_per_round = (record["wall_s"] - all_requests) / recorded
+    timed = math.fsum(requests) * max(1.0, rounds / recorded)
+    return clock_per_round * rounds + timed, per_round * rounds + timed
+
+
+def replay(record: dict[str, Any], variant: Variant) -> tuple[str, int, list[str]]:
+    """(outcome, rounds, each metric's outcome) of ``variant`` on the record's samples,
     look by look as ``measure`` decides; outcome "undetermined" when it needs rounds the
     record does not have."""
-    groups = {m: _round_groups(record["samples"], m) for m in METRICS}
+    samples = kept(record["samples"], variant.keep)
+    groups = {m: _round_groups(samples, m) for m in METRICS}
     recorded = record["rounds"]
+    budget = record["perf_config"]["budget_s"]
     # measure checks its clock before each look: the last look was final if the wall time
     # of the decision reached the budget
-    budget_spent = record["wall_s"] >= record["perf_config"]["budget_s"]
+    budget_spent = record["wall_s"] >= budget
     for r in range(1, recorded + 1):
-        final = r == recorded and budget_spent
+        if variant.keep is None:
+            final = r == recorded and budget_spent
+        else:
+            final = seconds(record, r, variant.keep)[0] >= budget
+        p = variant.rule(params_of(record), r)
         metrics = [pf.decide(m, groups[m][:r], p, final=final) for m in METRICS]
         outcome = pf.combine(metrics)
         if outcome != "continue":
@@ -96,8 +210,14 @@ def count(k: int, unknown: int, n: int, exact: bool) -> str:
     return f"{k}/{n} = {k / n:.1%}" + (f" to {(k + unknown) / n:.1%}" if unknown else "")
 
 
-def median_at_least(values: list[float], lower_bound: bool) -> str:
-    return ("at least " if lower_bound else "") + f"{statistics.median(values):.0f}"
+def median_at_least(values: list[float], undetermined: list[bool]) -> str:
+    """The median, where an undetermined decision's value is a lower bound: exact when
+    it is the same with every undetermined value made infinite, else "at least"."""
+    low = statistics.median(values)
+    high = statistics.median(
+        [math.inf if u else v for v, u in zip(values, undetermined, strict=True)]
+    )
+    return ("" if high == low else "at least ") + f"{low:.0f}"
 
 
 def table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -111,12 +231,12 @@ def table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
     decisions = [r for r in records if r["kind"] == "decision" and "samples" in r]
     groups = sorted({settings(r) for r in decisions}, key=lambda k: (-int(k.split()[0]), k))
     for group in groups:
-        for name, (_, rule) in VARIANTS.items():
+        for name, variant in VARIANTS.items():
             for label in TARGETS:
                 rows = [r for r in decisions if r["set"] == label and settings(r) == group]
                 if not rows:
                     continue
-                results = [replay(r, rule(params_of(r))) for r in rows]
+                results = [replay(r, variant) for r in rows]
                 if name == "as recorded":
                     mismatches += [
                         f"{label} decision {i + 1}: recorded {r['outcome']} at round "
@@ -127,17 +247,18 @@ def table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
                     ]
                 outcomes = [out for out, _, _ in results]
                 unknown = outcomes.count("undetermined")
+                undetermined = [out == "undetermined" for out in outcomes]
                 # an undetermined decision needs at least one round more than recorded
                 rounds = [n + (out == "undetermined") for out, n, _ in results]
-                wall = [r["total_s"] * n / r["rounds"] for r, n in zip(rows, rounds, strict=True)]
+                wall = [seconds(r, n, variant.keep)[1] for r, n in zip(rows, rounds, strict=True)]
                 size = len(rows)
                 lines.append(
                     f"| {group} | {name} | {label} | {size} | "
                     f"{count(outcomes.count('fail'), unknown, size, name == 'as recorded')} | "
                     f"{count(outcomes.count('pass'), unknown, size, name == 'as recorded')} | "
                     f"{outcomes.count('inconclusive')} | {unknown} | "
-                    f"{median_at_least([float(n) for n in rounds], bool(unknown))} | "
-                    f"{median_at_least(wall, bool(unknown))} |"
+                    f"{median_at_least([float(n) for n in rounds], undetermined)} | "
+                    f"{median_at_least(wall, undetermined)} |"
                 )
     return "\n".join(lines), mismatches
 
@@ -148,8 +269,8 @@ def main() -> None:
     args = parser.parse_args()
     text, mismatches = table(read_records(args.record))
     print(text)
-    for name, (what, _) in VARIANTS.items():
-        print(f"- {name}: {what}")
+    for name, variant in VARIANTS.items():
+        print(f"- {name}: {variant.what}")
     print("- fail, pass: with undetermined decisions, from the count known to the count if all")
     print("  undetermined went that way")
     if mismatches:
