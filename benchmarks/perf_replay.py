@@ -12,11 +12,11 @@ look, as ``measure`` does) on them:
   decisions the record counts: the record must be started anew.
 * **a variant**: a changed rule on the same data. A variant's decision is known exactly
   when it stops at or before the round where the recording stopped (its data are all in
-  the record), or when the recording ran to its last round or its budget (the variant
-  has no more rounds either). Otherwise it is "undetermined": it would have asked for
-  rounds the record does not have. Undetermined decisions are counted apart, never
-  guessed: a variant's fail and pass counts are exact lower bounds, each at most the
-  undetermined count short of the truth.
+  the record), or, for a variant on the samples as recorded, when the recording ran to
+  its last round or its budget (the variant has no more rounds either). Otherwise it is
+  "undetermined": it would have asked for rounds the record does not have. Undetermined
+  decisions are counted apart, never guessed: a variant's fail and pass counts are exact
+  lower bounds, each at most the undetermined count short of the truth.
 
 The variants (each a change of the rule the record can judge, in whole or in part):
     verdict-alpha   alpha / 2 for each of the two metrics, so that the verdict's false
@@ -29,21 +29,27 @@ The variants (each a change of the rule the record can judge, in whole or in par
                     alpha spent unevenly: that share at the first look, the rest evenly
                     over the later ones (the looks' alphas still add up to alpha, so the
                     false fail stays at most alpha). A fail at the first look is known
-                    exactly; later fail bounds are stricter, so later fails can move.
+                    exactly; later fail bounds are stricter, so later fails can move
+                    (later, or undetermined). The pass bound is the shipped one, so a
+                    decision that did not fail is known exactly too: as recorded, or a
+                    fail at the first look.
     max_pairs 24    fewer planned looks (5 instead of 9), so each gets a larger share of
                     alpha and beta: every bound is looser, every decision comes at the
                     recorded round or earlier, and those the cap ends are inconclusive, so
                     the record decides this one exactly.
-    3-pair rounds   smaller rounds, emulated by keeping each recorded round's first 3
-                    pairs (the gate's alternation of who goes first would start each round
-                    from the other side half the time; here every round starts as
-                    recorded), the first look after 2 rounds and at most 10 rounds. Its time
-                    is the recording's time per round outside the timed requests plus the
-                    requests it kept.
+    3-pair rounds   smaller rounds, emulated by keeping 3 of the 4 pairs of each recorded
+                    round: the first 3 in even rounds and the last 3 in odd ones, so who
+                    goes first alternates as the gate's counter would make it (it runs on
+                    across rounds); the first look after 2 rounds, at most 10 rounds. A
+                    "round" here is 3 pairs (see the pairs column). It has time left where
+                    the recording ran out of budget, so those decisions can be
+                    undetermined too.
 
-Rounds and wall time: an undetermined decision counts with at least one round more than
-recorded, at the recording's time per round; a median is exact when it stays the same with
-every undetermined decision's value made infinite, and marked "at least" otherwise.
+Rounds, pairs and time: an undetermined decision counts with one round more than recorded
+and with the time of its recorded rounds, both lower bounds; a median is exact when it
+stays the same with every undetermined decision's value made infinite, and marked "at
+least" otherwise. A variant's time is modelled, not measured: the recording's time per round
+outside the timed requests, spread evenly over its rounds, plus the timed requests it used.
 
 Usage (from the repo root, after scripts/bootstrap; reads the record, starts nothing):
     .venv/bin/python benchmarks/perf_replay.py
@@ -130,7 +136,7 @@ VARIANTS: dict[str, Variant] = {
         lambda p, r: replace(p, max_pairs=24),
     ),
     "3-pair rounds": Variant(
-        "rounds of 3 pairs (each recorded round's first 3), first look after 2 rounds "
+        "rounds of 3 pairs (3 of each recorded round's 4), first look after 2 rounds "
         "(6 pairs), at most 10",
         smaller_rounds(3),
         keep=3,
@@ -143,14 +149,17 @@ def params_of(record: dict[str, Any]) -> pf.SprtParams:
 
 
 def kept(samples: dict[str, list[float]], keep: int | None) -> dict[str, list[float]]:
-    """The samples of the first ``keep`` pairs of every round (all of them for None)."""
+    """``keep`` consecutive pairs of every round (all of them for None), starting where a
+    gate with rounds of ``keep`` would have the same side go first: the gate alternates
+    per pair over the whole decision, and a recorded round starts with the candidate."""
     if keep is None:
         return samples
     index: dict[float, int] = {}
     chosen = []
     for i, r in enumerate(samples["round"]):
-        index[r] = index.get(r, 0) + 1
-        if index[r] <= keep:
+        n = index[r] = index.get(r, -1) + 1
+        first = int(r) * keep % 2
+        if first <= n < first + keep:
             chosen.append(i)
     return {k: [samples[k][i] for i in chosen] for k in PER_PAIR}
 
@@ -203,11 +212,11 @@ def mismatch(record: dict[str, Any], got: tuple[str, int, list[str]]) -> bool:
     return got != (record["outcome"], record["rounds"], recorded)
 
 
-def count(k: int, unknown: int, n: int, exact: bool) -> str:
+def count(k: int, unknown: int, n: int) -> str:
     """A rate with its interval where every decision is known; a range where some are not."""
-    if exact:
+    if not unknown:
         return rate(k, n)
-    return f"{k}/{n} = {k / n:.1%}" + (f" to {(k + unknown) / n:.1%}" if unknown else "")
+    return f"{k}/{n} = {k / n:.1%} to {(k + unknown) / n:.1%}"
 
 
 def median_at_least(values: list[float], undetermined: list[bool]) -> str:
@@ -224,8 +233,8 @@ def table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
     """The table, and one line per recorded decision the code does not reproduce."""
     lines = [
         "| settings | rule | set | decisions | fail | pass | inconclusive | undetermined | "
-        "rounds median | wall s median |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "rounds median | pairs median | s median |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     mismatches: list[str] = []
     decisions = [r for r in records if r["kind"] == "decision" and "samples" in r]
@@ -250,14 +259,20 @@ def table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
                 undetermined = [out == "undetermined" for out in outcomes]
                 # an undetermined decision needs at least one round more than recorded
                 rounds = [n + (out == "undetermined") for out, n, _ in results]
-                wall = [seconds(r, n, variant.keep)[1] for r, n in zip(rows, rounds, strict=True)]
+                size_of = [variant.rule(params_of(r), 1).round_size for r in rows]
+                pairs = [float(n * k) for n, k in zip(rounds, size_of, strict=True)]
+                wall = [
+                    seconds(r, n, variant.keep)[1]
+                    for r, (_, n, _) in zip(rows, results, strict=True)
+                ]
                 size = len(rows)
                 lines.append(
                     f"| {group} | {name} | {label} | {size} | "
-                    f"{count(outcomes.count('fail'), unknown, size, name == 'as recorded')} | "
-                    f"{count(outcomes.count('pass'), unknown, size, name == 'as recorded')} | "
+                    f"{count(outcomes.count('fail'), unknown, size)} | "
+                    f"{count(outcomes.count('pass'), unknown, size)} | "
                     f"{outcomes.count('inconclusive')} | {unknown} | "
                     f"{median_at_least([float(n) for n in rounds], undetermined)} | "
+                    f"{median_at_least(pairs, undetermined)} | "
                     f"{median_at_least(wall, undetermined)} |"
                 )
     return "\n".join(lines), mismatches
@@ -273,6 +288,8 @@ def main() -> None:
         print(f"- {name}: {variant.what}")
     print("- fail, pass: with undetermined decisions, from the count known to the count if all")
     print("  undetermined went that way")
+    print("- s: the whole decision, engine starts included; modelled for a variant (the")
+    print("  recording's time outside the timed requests, plus the requests it used)")
     if mismatches:
         print(f"\n{len(mismatches)} recorded decisions the code does not reproduce:")
         print("\n".join(mismatches))
