@@ -185,6 +185,10 @@ class PerfConfig(_Model):
     # (docs/benchmarks.md); an app that lives on long prompts may raise it.
     prompt_sentences: Annotated[int, Field(gt=0, le=100)] = 6
     sigma_floor: Positive = 0.03
+    # Share of alpha spent at the first look (after min_pairs), the rest evenly over the
+    # later looks; unset, every look gets alpha / looks. 0.5 decided a 10% slowdown a round
+    # earlier on the benchmark's record, at some power near the tolerance (docs/benchmarks.md).
+    first_look_share: Fraction | None = None
     # Peak resident memory: fail above this growth over the baseline, warn above warn_.
     max_rss_growth: Positive = 0.15
     warn_rss_growth: Positive | None = None
@@ -216,6 +220,7 @@ class PerfConfig(_Model):
             pairs_per_round=self.pairs_per_round,
             process_sd=self.process_sd,
             sigma_floor=self.sigma_floor,
+            first_look_share=self.first_look_share,
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,51 @@ def test_at_the_noise_of_the_short_prompt() -> None:
     assert counts["fail"] / 500 >= 0.88 and not_above(counts["pass"], 500, P.beta), counts
 
 
+def test_first_look_share_spends_alpha_once_in_all() -> None:
+    """gate.perf.first_look_share: that share of alpha at the first look, the rest evenly
+    over the later ones; the looks' shares add up to alpha (Bonferroni), as the even ones do."""
+    front = replace(P, first_look_share=0.5)
+    looks = range(P.min_rounds, P.max_rounds + 1)
+    for rule in (P, front):
+        assert math.isclose(math.fsum(rule.look_alpha(r) for r in looks), P.alpha)
+    assert P.look_alpha(2) == P.look_alpha(7) == P.alpha / 9
+    assert front.look_alpha(2) == 0.005 and math.isclose(front.look_alpha(3), 0.005 / 8)
+    one_look = replace(front, max_pairs=8)  # a single look spends all of alpha
+    assert one_look.looks == 1 and one_look.look_alpha(2) == P.alpha
+
+
+def test_first_look_share_fails_a_clear_slowdown_a_round_earlier() -> None:
+    """Two rounds at a ratio of 0.89: the even rule needs a third round (its first-look
+    bound is at 1 - 0.01/9), half of alpha at the first look fails now; the pass bound
+    and every later look's share are the documented ones."""
+    d = math.log(0.89)
+    groups = [[d + 0.01, d - 0.01, d + 0.01, d - 0.01]] * 2
+    even = pf.decide("generation", groups, P)
+    front = pf.decide("generation", groups, replace(P, first_look_share=0.5))
+    assert (even.outcome, front.outcome) == ("continue", "fail")
+    assert front.ci_high < 0.97 < even.ci_high and front.ci_low == even.ci_low
+    # a later look is stricter than the even rule's: the same data there do not fail
+    late = [[d + 0.01, d - 0.01, d + 0.01, d - 0.01], [0.0] * 4, [d] * 4]
+    assert (
+        pf.decide("generation", late, P).ci_high
+        < pf.decide("generation", late, replace(P, first_look_share=0.5)).ci_high
+    )
+
+
+def test_first_look_share_holds_alpha_at_the_noise_of_the_short_prompt() -> None:
+    """Simulated as above (pair SD 0.045, process SD 0.03), half of alpha at the first look:
+    A/A and a true 3% (the zone's edge) still within alpha; a true 10% failed 90.4% (seed
+    21, 500 runs; 93.8% with the even shares: the later looks are stricter), asserted at 85%,
+    and passed within beta."""
+    front = replace(P, first_look_share=0.5)
+    counts, _ = simulate(front, 0.0, 0.03, 1000, seed=21, pair_sd=0.045)
+    assert not_above(counts["fail"], 1000, P.alpha), counts
+    counts, _ = simulate(front, P.fail_margin, 0.03, 1000, seed=22, pair_sd=0.045)
+    assert not_above(counts["fail"], 1000, P.alpha), counts
+    counts, _ = simulate(front, 0.10, 0.03, 500, seed=21, pair_sd=0.045)
+    assert counts["fail"] / 500 >= 0.85 and not_above(counts["pass"], 500, P.beta), counts
+
+
 def test_negative_control_ignoring_the_process_effect_breaks_alpha() -> None:
     """The same simulation catches a rule that treats every pair as independent
     (no rounds, no process floor) under a real process effect: the check can fail."""
@@ -242,6 +288,8 @@ def test_memory_check_and_load_time() -> None:
         ("fail_margin = 0.2", "fail_margin (0.2) exceeds tolerance (0.1)"),
         ("warn_rss_growth = 0.3", "warn_rss_growth (0.3) exceeds max_rss_growth (0.15)"),
         ("process_sd = -0.1", "gate.perf.process_sd"),
+        ("first_look_share = 1", "gate.perf.first_look_share"),
+        ("first_look_share = 0", "gate.perf.first_look_share"),
     ],
 )
 def test_config_refuses_an_inverted_zone(tmp_path: Path, toml: str, said: str) -> None:
@@ -254,7 +302,9 @@ def test_config_refuses_an_inverted_zone(tmp_path: Path, toml: str, said: str) -
 def test_config_keys_reach_the_rule(tmp_path: Path) -> None:
     (tmp_path / "llamapin.toml").write_text(
         "[gate.perf]\nfail_margin = 0.05\npairs_per_round = 3\nwarn_rss_growth = 0.05\n"
+        "first_look_share = 0.5\n"
     )
     cfg = load_config(tmp_path).gate.perf
     assert (cfg.params().fail_margin, cfg.params().round_size) == (0.05, 3)
+    assert cfg.params().first_look_share == 0.5 and PerfConfig().params().first_look_share is None
     assert cfg.warn_rss_growth == 0.05 and cfg.max_rss_growth == 0.15

@@ -31,7 +31,10 @@ Three answers, with an indifference zone ``[fail_margin, tolerance]``:
 The test looks after every round from ``min_pairs`` on; each look spends an
 equal share of ``alpha`` and ``beta`` (Bonferroni over the planned looks), so
 the error rates hold however early it stops, at every sample size, without a
-plug-in standard deviation treated as known.
+plug-in standard deviation treated as known. ``first_look_share`` spends that
+share of ``alpha`` at the first look instead and the rest evenly over the later
+ones: still at most ``alpha`` in all, an earlier fail for a clear slowdown, a
+later one for a slowdown near the zone's edge (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class SprtParams:
     pairs_per_round: int = 4
     process_sd: float = 0.02
     sigma_floor: float = 0.03
+    first_look_share: float | None = None  # of alpha at the first look; None: 1 / looks
 
     @property
     def round_size(self) -> int:
@@ -76,6 +80,16 @@ class SprtParams:
     def looks(self) -> int:
         """How many times the rule may decide: once per round from min_rounds on."""
         return self.max_rounds - self.min_rounds + 1
+
+    def look_alpha(self, rounds: int) -> float:
+        """What the look after ``rounds`` rounds spends of alpha: alpha / looks at each,
+        or ``first_look_share`` of it at the first look and the rest evenly over the later
+        ones. Either way the looks' shares add up to alpha (Bonferroni)."""
+        if self.first_look_share is None or self.looks == 1:
+            return self.alpha / self.looks
+        if rounds <= self.min_rounds:
+            return self.alpha * self.first_look_share
+        return self.alpha * (1 - self.first_look_share) / (self.looks - 1)
 
     def zone(self) -> str:
         return (
@@ -189,7 +203,8 @@ def decide(
     """The decision after these rounds (lists of log-ratios, one list per process
     pair); ``final`` turns 'continue' into 'inconclusive'."""
     est = estimate(groups, p)
-    fail_level = 1 - p.alpha / p.looks
+    # the look is the number of rounds run, a round with no usable pair included
+    fail_level = 1 - p.look_alpha(len(groups))
     pass_level = 1 - p.beta / p.looks
     upper = est.mean + t_quantile(fail_level, est.df) * est.se
     lower = est.mean - t_quantile(pass_level, est.df) * est.se
