@@ -328,6 +328,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-round", type=int)
     parser.add_argument("--budget-s", type=float)
     parser.add_argument("--n-predict", type=int)
+    parser.add_argument("--first-look-share", type=float, help="gate.perf.first_look_share")
     parser.add_argument(
         "--install-root", type=Path, default=ROOT, help="where ensure installs the engine"
     )
@@ -345,6 +346,7 @@ def main() -> None:
             ("pairs_per_round", args.pairs_per_round),
             ("budget_s", args.budget_s),
             ("n_predict", args.n_predict),
+            ("first_look_share", args.first_look_share),
         )
         if v is not None
     }

@@ -26,13 +26,13 @@ The variants (each a change of the rule the record can judge, in whole or in par
                     decision that did not fail as it was (the pass bound depends on beta
                     only), so only fails can move: later, or undetermined.
     first-look-half, first-look-third
-                    alpha spent unevenly: that share at the first look, the rest evenly
-                    over the later ones (the looks' alphas still add up to alpha, so the
-                    false fail stays at most alpha). A fail at the first look is known
-                    exactly; later fail bounds are stricter, so later fails can move
-                    (later, or undetermined). The pass bound is the shipped one, so a
-                    decision that did not fail is known exactly too: as recorded, or a
-                    fail at the first look.
+                    ``gate.perf.first_look_share`` 1/2 and 1/3: alpha spent unevenly, that
+                    share at the first look, the rest evenly over the later ones (the
+                    looks' alphas still add up to alpha, so the false fail stays at most
+                    alpha). A fail at the first look is known exactly; later fail bounds
+                    are stricter, so later fails can move (later, or undetermined). The
+                    pass bound is the shipped one, so a decision that did not fail is
+                    known exactly too: as recorded, or a fail at the first look.
     max_pairs 24    fewer planned looks (5 instead of 9), so each gets a larger share of
                     alpha and beta: every bound is looser, every decision comes at the
                     recorded round or earlier, and those the cap ends are inconclusive, so
@@ -83,8 +83,7 @@ PER_PAIR = (
     "base_wall_s",
     "round",
 )
-# a rule: the parameters the gate would decide with at round r, from the record's own
-Rule = Callable[[pf.SprtParams, int], pf.SprtParams]
+Rule = Callable[[pf.SprtParams], pf.SprtParams]  # the record's own parameters -> a variant's
 
 
 @dataclass(frozen=True)
@@ -94,46 +93,33 @@ class Variant:
     keep: int | None = None  # only the first ``keep`` pairs of every recorded round
 
 
-def front_loaded(share: float) -> Rule:
-    """``share`` of alpha at the first look, the rest in equal parts over the later looks
-    (Bonferroni still: the looks' alphas add up to alpha). ``decide`` spends alpha / looks
-    at each look, so each look gets the alpha that makes that its share."""
-
-    def rule(p: pf.SprtParams, r: int) -> pf.SprtParams:
-        first = r <= p.min_rounds
-        per_look = p.alpha * share if first else p.alpha * (1 - share) / (p.looks - 1)
-        return replace(p, alpha=per_look * p.looks)
-
-    return rule
-
-
 def smaller_rounds(pairs: int) -> Rule:
     """Rounds of ``pairs`` pairs, the first look after two of them and at most 10 rounds
     (as many looks as the shipped rule's)."""
 
-    def rule(p: pf.SprtParams, r: int) -> pf.SprtParams:
+    def rule(p: pf.SprtParams) -> pf.SprtParams:
         return replace(p, pairs_per_round=pairs, min_pairs=2 * pairs, max_pairs=10 * pairs)
 
     return rule
 
 
 VARIANTS: dict[str, Variant] = {
-    "as recorded": Variant("the shipped rule with the record's settings", lambda p, r: p),
+    "as recorded": Variant("the shipped rule with the record's settings", lambda p: p),
     "verdict-alpha": Variant(
         "alpha / 2 per metric (the verdict's false fail at most alpha)",
-        lambda p, r: replace(p, alpha=p.alpha / len(METRICS)),
+        lambda p: replace(p, alpha=p.alpha / len(METRICS)),
     ),
     "first-look-half": Variant(
         "half of alpha at the first look, the other half over the 8 later ones (beta as shipped)",
-        front_loaded(1 / 2),
+        lambda p: replace(p, first_look_share=1 / 2),
     ),
     "first-look-third": Variant(
         "a third of alpha at the first look, two thirds over the 8 later ones",
-        front_loaded(1 / 3),
+        lambda p: replace(p, first_look_share=1 / 3),
     ),
     "max_pairs 24": Variant(
         "at most 24 pairs (6 rounds, so 5 looks: each gets alpha / 5 and beta / 5)",
-        lambda p, r: replace(p, max_pairs=24),
+        lambda p: replace(p, max_pairs=24),
     ),
     "3-pair rounds": Variant(
         "rounds of 3 pairs (3 of each recorded round's 4), first look after 2 rounds "
@@ -194,12 +180,12 @@ def replay(record: dict[str, Any], variant: Variant) -> tuple[str, int, list[str
     # measure checks its clock before each look: the last look was final if the wall time
     # of the decision reached the budget
     budget_spent = record["wall_s"] >= budget
+    p = variant.rule(params_of(record))
     for r in range(1, recorded + 1):
         if variant.keep is None:
             final = r == recorded and budget_spent
         else:
             final = seconds(record, r, variant.keep)[0] >= budget
-        p = variant.rule(params_of(record), r)
         metrics = [pf.decide(m, groups[m][:r], p, final=final) for m in METRICS]
         outcome = pf.combine(metrics)
         if outcome != "continue":
@@ -259,7 +245,7 @@ def table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
                 undetermined = [out == "undetermined" for out in outcomes]
                 # an undetermined decision needs at least one round more than recorded
                 rounds = [n + (out == "undetermined") for out, n, _ in results]
-                size_of = [variant.rule(params_of(r), 1).round_size for r in rows]
+                size_of = [variant.rule(params_of(r)).round_size for r in rows]
                 pairs = [float(n * k) for n, k in zip(rounds, size_of, strict=True)]
                 wall = [
                     seconds(r, n, variant.keep)[1]
