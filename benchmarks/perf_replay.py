@@ -33,6 +33,8 @@ The variants (each a change of the rule the record can judge, in whole or in par
                     are stricter, so later fails can move (later, or undetermined). The
                     pass bound is the shipped one, so a decision that did not fail is
                     known exactly too: as recorded, or a fail at the first look.
+    even shares     the shipped default, for decisions recorded with a first-look share
+                    (the same rule as recorded for the others).
     max_pairs 24    fewer planned looks (5 instead of 9), so each gets a larger share of
                     alpha and beta: every bound is looser, every decision comes at the
                     recorded round or earlier, and those the cap ends are inconclusive, so
@@ -112,6 +114,10 @@ VARIANTS: dict[str, Variant] = {
     "first-look-half": Variant(
         "half of alpha at the first look, the other half over the 8 later ones (beta as shipped)",
         lambda p: replace(p, first_look_share=1 / 2),
+    ),
+    "even shares": Variant(
+        "alpha / looks at every look (the shipped default), for a record made with a share",
+        lambda p: replace(p, first_look_share=None),
     ),
     "first-look-third": Variant(
         "a third of alpha at the first look, two thirds over the 8 later ones",
