@@ -70,21 +70,12 @@ from typing import Any
 
 from llamapin.config import PerfConfig
 from llamapin.gate import perf as pf
-from llamapin.gate.run import _round_groups
+from llamapin.gate.run import SAMPLE_KEYS, _round_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf_gate import ROOT, TARGETS, rate, read_records, settings
 
 METRICS = {"gen_tps": "gen_outcome", "prompt_tps": "pp_outcome"}
-PER_PAIR = (
-    "cand_gen_tps",
-    "base_gen_tps",
-    "cand_prompt_tps",
-    "base_prompt_tps",
-    "cand_wall_s",
-    "base_wall_s",
-    "round",
-)
 Rule = Callable[[pf.SprtParams], pf.SprtParams]  # the record's own parameters -> a variant's
 
 
@@ -153,7 +144,7 @@ def kept(samples: dict[str, list[float]], keep: int | None) -> dict[str, list[fl
         first = int(r) * keep % 2
         if first <= n < first + keep:
             chosen.append(i)
-    return {k: [samples[k][i] for i in chosen] for k in PER_PAIR}
+    return {k: [samples[k][i] for i in chosen] for k in SAMPLE_KEYS}
 
 
 def seconds(record: dict[str, Any], rounds: int, keep: int | None) -> tuple[float, float]:
