@@ -153,7 +153,7 @@ def test_first_look_share_fails_a_clear_slowdown_a_round_earlier() -> None:
     front = pf.decide("generation", groups, replace(P, first_look_share=0.5))
     assert (even.outcome, front.outcome) == ("continue", "fail")
     assert front.ci_high < 0.97 < even.ci_high and front.ci_low == even.ci_low
-    # a later look is stricter than the even rule's: the same data there do not fail
+    # a later look is stricter than the even rule's: a higher upper bound on the same data
     late = [[d + 0.01, d - 0.01, d + 0.01, d - 0.01], [0.0] * 4, [d] * 4]
     assert (
         pf.decide("generation", late, P).ci_high

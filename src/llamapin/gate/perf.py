@@ -34,7 +34,7 @@ the error rates hold however early it stops, at every sample size, without a
 plug-in standard deviation treated as known. ``first_look_share`` spends that
 share of ``alpha`` at the first look instead and the rest evenly over the later
 ones: still at most ``alpha`` in all, an earlier fail for a clear slowdown, a
-later one for a slowdown near the zone's edge (docs/benchmarks.md).
+later one (or none) for a slowdown near the tolerance (docs/benchmarks.md).
 """
 
 from __future__ import annotations
