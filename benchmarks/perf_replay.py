@@ -83,7 +83,7 @@ Rule = Callable[[pf.SprtParams], pf.SprtParams]  # the record's own parameters -
 class Variant:
     what: str
     rule: Rule
-    keep: int | None = None  # only the first ``keep`` pairs of every recorded round
+    keep: int | None = None  # ``keep`` of the pairs of every recorded round (``kept``)
 
 
 def smaller_rounds(pairs: int) -> Rule:
@@ -148,9 +148,9 @@ def kept(samples: dict[str, list[float]], keep: int | None) -> dict[str, list[fl
 
 
 def seconds(record: dict[str, Any], rounds: int, keep: int | None) -> tuple[float, float]:
-    """(wall s by the gate's clock, total s) of the first ``rounds`` rounds of a variant:
-    the recording's time per round outside the timed requests, plus the requests it kept
-    (beyond the recorded rounds, at the recording's mean time per round)."""
+    """(wall s by the gate's clock, total s) of the first ``rounds`` recorded rounds of a
+    variant: the recording's time per round outside the timed requests, plus the requests
+    it kept."""
     samples = record["samples"]
     recorded = record["rounds"]
     used = kept(samples, keep)
@@ -162,7 +162,7 @@ def seconds(record: dict[str, Any], rounds: int, keep: int | None) -> tuple[floa
     all_requests = math.fsum(samples["cand_wall_s"]) + math.fsum(samples["base_wall_s"])
     per_round = (record["total_s"] - all_requests) / recorded
     clock_per_round = (record["wall_s"] - all_requests) / recorded
-    timed = math.fsum(requests) * max(1.0, rounds / recorded)
+    timed = math.fsum(requests)
     return clock_per_round * rounds + timed, per_round * rounds + timed
 
 
