@@ -253,10 +253,20 @@ def size_key(record: dict[str, Any]) -> tuple[float, int, int]:
 
 
 def summarize(records: list[dict[str, Any]]) -> str:
-    sizes: dict[tuple[float, int, int], list[float]] = {}
+    sizes: dict[tuple[float, int, int], list[tuple[float, float]]] = {}
     for r in records:  # every measurement of a size, oldest first (one per host or run)
         if r["kind"] == "size":
-            sizes.setdefault(size_key(r), []).append(r["slowdown"])
+            sizes.setdefault(size_key(r), []).append((r["when"], r["slowdown"]))
+
+    def measured(row: dict[str, Any], target: float) -> float:
+        """The slowdown in force for a decision: the last measurement before it."""
+        before = [
+            m
+            for when, m in sizes.get(size_key({**row, "target": target}), [])
+            if when <= row["when"]
+        ]
+        return before[-1] if before else math.nan
+
     lines = [
         "| settings | set | measured slowdown | decisions | fail [95% CI] | pass [95% CI] | "
         "inconclusive | pairs median / p95 | wall s median / p95 | median-ratio rule: fail | "
@@ -275,8 +285,8 @@ def summarize(records: list[dict[str, Any]]) -> str:
         count = {k: sum(r["outcome"] == k for r in rows) for k in ("fail", "pass", "inconclusive")}
         pairs = [float(r["pairs"]) for r in rows]
         wall = [float(r["total_s"]) for r in rows]
-        measured = sizes.get(size_key({**rows[0], "target": target}), [math.nan])
-        size = "0 (A/A)" if target == 0 else ", ".join(f"{m:.1%}" for m in measured)
+        in_force = dict.fromkeys(measured(r, target) for r in rows)  # in order, once each
+        size = "0 (A/A)" if target == 0 else ", ".join(f"{m:.1%}" for m in in_force)
         ratio = sum(r["median_ratio_rule"] == "fail" for r in rows)
         busy = sum(bool(r.get("busy")) for r in rows)  # records before the warning: none
         lines.append(
