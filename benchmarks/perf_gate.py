@@ -391,8 +391,8 @@ def main() -> None:
                 break
             target = TARGETS[label]
             wanted = size_key({"target": target, "perf_config": gate_cfg.perf.model_dump()})
-            measured = [r for r in records if r["kind"] == "size" and size_key(r) == wanted]
-            if target and (not measured or (args.size_again and label not in sized)):
+            known = any(r["kind"] == "size" and size_key(r) == wanted for r in records)
+            if target and (not known or (args.size_again and label not in sized)):
                 sized.add(label)
                 engines = Engines(binary, model, logs, throttle)
                 size = slowdown_size(engines, throttle, target, args.size_blocks, gate_cfg)
